@@ -1,0 +1,59 @@
+# Every target installs what it needs: uv (from PyPI, into .tools/, if it is not on PATH), then the
+# workspace (all three distributions, editable, with the dev and docs groups).
+
+PYTHON ?= python3
+UV := $(or $(shell command -v uv 2>/dev/null),.tools/bin/uv)
+export UV_PYTHON ?= $(PYTHON)
+RUN := $(UV) run --all-packages
+
+.PHONY: help install demo test test-cov lint format type-check docs docs-serve bench clean
+
+help:
+	@echo "make demo        run the quick start against local storage in ./var"
+	@echo "make test        install everything and run the test suite"
+	@echo "make test-cov    the test suite with a coverage report"
+	@echo "make lint        ruff lint and format check"
+	@echo "make format      apply ruff formatting and safe fixes"
+	@echo "make type-check  mypy --strict on every distribution"
+	@echo "make docs        build docs_source/ into docs/ (warnings are errors)"
+	@echo "make docs-serve  build the docs and serve them on http://127.0.0.1:8000"
+	@echo "make bench       run the benchmarks (BENCH_SIZE=quick|full)"
+
+.tools/bin/uv:
+	$(PYTHON) -m venv .tools
+	.tools/bin/python -m pip install --quiet uv
+
+install: $(UV)
+	$(UV) sync --locked --all-packages
+
+demo: install
+	$(RUN) python examples/quickstart.py
+
+test: install
+	$(RUN) pytest
+
+test-cov: install
+	$(RUN) pytest --cov --cov-report=term-missing
+
+lint: install
+	$(RUN) ruff check .
+	$(RUN) ruff format --check .
+
+format: install
+	$(RUN) ruff format .
+	$(RUN) ruff check --fix .
+
+type-check: install
+	$(RUN) mypy
+
+docs: install
+	$(RUN) sphinx-build -W --keep-going -q -b html docs_source docs
+
+docs-serve: docs
+	$(RUN) python -m http.server --directory docs --bind 127.0.0.1 8000
+
+bench: install
+	$(RUN) python benchmarks/run.py
+
+clean:
+	rm -rf .venv .tools docs var .pytest_cache .mypy_cache .ruff_cache .coverage htmlcov dist

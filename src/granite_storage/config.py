@@ -1,0 +1,106 @@
+"""Building backends and policies from configuration: a mapping, or a TOML file of the same shape.
+
+.. code-block:: toml
+
+    [backends.files]
+    type = "local"            # a backend type registered by an installed plugin
+    root = "./var/storage"    # every other option is a keyword argument of the backend class
+
+    [policies.documents]
+    backend = "files"
+    max_size = "10MB"         # bytes as an integer, or a size with a binary unit
+    key_prefix = "docs"
+
+Relative paths in backend options are passed through unchanged, so they are relative to the process's
+working directory, as with any path the application opens.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, TypeAlias
+
+from granite_storage.backend import StorageBackend
+from granite_storage.errors import ConfigurationError
+from granite_storage.plugins import PluginHost
+from granite_storage.policy import StoragePolicy, parse_size
+
+__all__ = ["ConfigSource", "build_backends", "build_policies", "read_config"]
+
+#: What :meth:`StorageManager.from_config` accepts: a mapping, or the path of a TOML file.
+ConfigSource: TypeAlias = Mapping[str, Any] | str | os.PathLike[str]
+
+_TOP_LEVEL = {"backends", "policies"}
+_POLICY_OPTIONS = {"backend", "backend_key", "max_size", "key_prefix"}
+
+
+def read_config(source: ConfigSource) -> Mapping[str, Any]:
+    """Return the configuration mapping from ``source`` (a mapping, or a TOML file's path).
+
+    Raises:
+        ConfigurationError: the file cannot be read or parsed, or the shape is wrong.
+    """
+    if isinstance(source, Mapping):
+        config = source
+    else:
+        path = Path(source)
+        try:
+            with path.open("rb") as file:
+                config = tomllib.load(file)
+        except OSError as exc:
+            raise ConfigurationError(f"cannot read storage config {str(path)!r}: {exc}") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigurationError(f"storage config {str(path)!r} is not TOML: {exc}") from exc
+    unknown = set(config) - _TOP_LEVEL
+    if unknown:
+        raise ConfigurationError(
+            f"unknown storage config sections {sorted(unknown)}; expected {sorted(_TOP_LEVEL)}"
+        )
+    return config
+
+
+def build_backends(config: Mapping[str, Any], plugins: PluginHost) -> dict[str, StorageBackend]:
+    """Build each entry of ``config["backends"]`` by its registered ``type``."""
+    backends: dict[str, StorageBackend] = {}
+    for name, options in _section(config, "backends").items():
+        if not isinstance(options, Mapping) or not isinstance(options.get("type"), str):
+            raise ConfigurationError(
+                f"backend {name!r} needs a table with a 'type' (e.g. {{'type': 'local', ...}})"
+            )
+        backend_options = {key: value for key, value in options.items() if key != "type"}
+        backends[name] = plugins.create_backend(options["type"], backend_options)
+    return backends
+
+
+def build_policies(config: Mapping[str, Any]) -> dict[str, StoragePolicy]:
+    """Build each entry of ``config["policies"]`` into a :class:`StoragePolicy`."""
+    policies: dict[str, StoragePolicy] = {}
+    for storage_key, options in _section(config, "policies").items():
+        if not isinstance(options, Mapping):
+            raise ConfigurationError(f"policy {storage_key!r} must be a table of options")
+        unknown = set(options) - _POLICY_OPTIONS
+        if unknown:
+            raise ConfigurationError(
+                f"policy {storage_key!r} has unknown options {sorted(unknown)}; "
+                f"expected some of {sorted(_POLICY_OPTIONS - {'backend_key'})}"
+            )
+        backend = options.get("backend", options.get("backend_key"))
+        if not isinstance(backend, str):
+            raise ConfigurationError(f"policy {storage_key!r} needs 'backend', a backend's name")
+        policies[storage_key] = StoragePolicy(
+            storage_key,
+            backend_key=backend,
+            max_size=parse_size(options.get("max_size")),
+            key_prefix=options.get("key_prefix"),
+        )
+    return policies
+
+
+def _section(config: Mapping[str, Any], name: str) -> Mapping[str, Any]:
+    section = config.get(name, {})
+    if not isinstance(section, Mapping):
+        raise ConfigurationError(f"storage config {name!r} must be a table of named entries")
+    return section

@@ -1,0 +1,118 @@
+"""Exceptions raised by granite-storage.
+
+Every error the library raises on purpose is a :class:`StorageError`, so one ``except StorageError``
+catches them all. Where a builtin exception means the same thing, the library's error is that builtin
+too, so code that already handles ``FileNotFoundError`` or ``PermissionError`` keeps working::
+
+    StorageError
+    ├── ConfigurationError            an unknown policy, backend or backend type; a bad config value
+    │   └── PluginError               a plugin failed to load, or two plugins claim one backend name
+    ├── ContentTooLargeError          content passed its policy's ``max_size``
+    ├── InvalidKeyError (ValueError)  a key or reference that could escape its backend or prefix
+    ├── InvalidReferenceError (ValueError)
+    │                                 stored reference data that cannot be read
+    ├── InvalidMetadataError (ValueError)
+    │                                 a content type that cannot be stored safely
+    ├── ObjectNotFoundError (FileNotFoundError)
+    │                                 no object at the key
+    ├── StoragePermissionError (PermissionError)
+    │                                 the backend refused access
+    ├── BackendUnavailableError (ConnectionError)
+    │                                 the backend could not be reached
+    └── IncompleteUploadError         a backend returned before reading its whole stream
+
+Errors that wrap a foreign exception (an ``OSError`` from the disk, an import failure in a plugin) are
+raised ``from`` it, so the original stays on ``__cause__``.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BackendUnavailableError",
+    "ConfigurationError",
+    "ContentTooLargeError",
+    "IncompleteUploadError",
+    "InvalidKeyError",
+    "InvalidMetadataError",
+    "InvalidReferenceError",
+    "ObjectNotFoundError",
+    "PluginError",
+    "StorageError",
+    "StoragePermissionError",
+]
+
+
+class StorageError(Exception):
+    """Root of every error granite-storage raises on purpose."""
+
+
+class ConfigurationError(StorageError):
+    """The configuration asks for something that does not exist or cannot work.
+
+    Raised for an unknown storage key (policy), backend name or backend type, and for invalid
+    configuration values. The message names what *is* configured, so the fix is visible.
+    """
+
+
+class PluginError(ConfigurationError):
+    """A plugin could not be loaded, or two plugins registered the same backend type name."""
+
+
+class ContentTooLargeError(StorageError):
+    """Content passed the ``max_size`` of its storage policy.
+
+    Attributes:
+        max_size: The limit, in bytes, that was passed.
+    """
+
+    def __init__(self, max_size: int, message: str | None = None) -> None:
+        self.max_size = max_size
+        super().__init__(message or f"content exceeds the maximum size of {max_size} bytes")
+
+
+class InvalidKeyError(StorageError, ValueError):
+    """A key, key segment or reference location is unsafe: it could leave the backend's root or prefix.
+
+    Attributes:
+        key: The offending value.
+    """
+
+    def __init__(self, key: object, reason: str) -> None:
+        self.key = key
+        super().__init__(f"invalid storage key {key!r}: {reason}")
+
+
+class InvalidReferenceError(StorageError, ValueError):
+    """Stored reference data (for example a database row's JSON) cannot be turned into a reference."""
+
+
+class InvalidMetadataError(StorageError, ValueError):
+    """Object metadata given by a caller (a content type) cannot be stored safely."""
+
+
+class ObjectNotFoundError(StorageError, FileNotFoundError):
+    """No object exists at the key. Also a :class:`FileNotFoundError`.
+
+    Attributes:
+        key: The key that was looked up.
+    """
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+        super().__init__(f"no stored object at {key!r}")
+
+
+class StoragePermissionError(StorageError, PermissionError):
+    """The backend refused the operation for lack of permission. Also a :class:`PermissionError`."""
+
+
+class BackendUnavailableError(StorageError, ConnectionError):
+    """The backend could not be reached (connection failure, timeout). Also a :class:`ConnectionError`."""
+
+
+class IncompleteUploadError(StorageError):
+    """A backend returned from ``put`` without reading its stream to the end.
+
+    The manager deletes whatever the backend stored before raising this, because the recorded size and
+    checksum would not describe it.
+    """

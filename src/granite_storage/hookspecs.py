@@ -1,0 +1,73 @@
+"""The hooks a granite-storage plugin can implement: the plugin author's reference.
+
+A plugin is a module (or object) whose functions carry the :data:`granite_storage.hookimpl` marker and
+whose names match the hooks below. A distribution makes its plugin discoverable with an entry point in
+the ``granite_storage`` group::
+
+    [project.entry-points.granite_storage]
+    acme = "acme_storage.hooks"
+
+Entry points are loaded when a :class:`~granite_storage.StorageManager` is built (never at import),
+each on its own: a plugin that fails to import is recorded, and the failure is raised, chained, only
+when its backend type is asked for. Hooks are always called with keyword arguments; an implementation
+may accept any subset of a hook's arguments.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Protocol
+
+from granite_storage._markers import hookspec
+
+if TYPE_CHECKING:
+    from granite_storage.backend import StorageBackend
+    from granite_storage.manager import StorageManager
+    from granite_storage.policy import StoragePolicy
+
+__all__ = [
+    "RegisterBackend",
+    "granite_storage_register_backends",
+    "granite_storage_resolve_policy",
+]
+
+
+class RegisterBackend(Protocol):
+    """The ``register`` callback handed to :func:`granite_storage_register_backends`."""
+
+    def __call__(self, name: str, target: type[StorageBackend] | str, /) -> None:
+        """Register backend type ``name``, built by ``target``.
+
+        Args:
+            name: The type name configs use (``{"type": name, ...}``), e.g. ``"s3"``.
+            target: The backend class, or a lazy ``"module:Class"`` string imported only when the
+                type is first used, which keeps plugin discovery cheap.
+        """
+        ...
+
+
+@hookspec
+def granite_storage_register_backends(register: RegisterBackend) -> None:
+    """Register the backend types this plugin provides.
+
+    Call ``register(name, target)`` once per type. ``target`` is a
+    :class:`~granite_storage.StorageBackend` subclass or a ``"module:Class"`` string; when a config
+    names the type, the class is called with the config's remaining options as keyword arguments
+    (``{"type": "local", "root": "./var"}`` becomes ``LocalStorageBackend(root="./var")``).
+
+    Two plugins registering the same name is an error that names both
+    (:class:`~granite_storage.PluginError`). The return value is ignored.
+    """
+
+
+@hookspec(firstresult=True)
+def granite_storage_resolve_policy(storage_key: str, manager: StorageManager) -> StoragePolicy | None:
+    """Supply the policy for a storage key that the manager does not define statically.
+
+    Called each time the manager needs the policy of an unknown ``storage_key`` (a tenant's slot,
+    policies kept in a database or the environment); results are not cached, so a plugin that is
+    expensive to ask should cache on its own. Return a :class:`~granite_storage.StoragePolicy` whose
+    ``storage_key`` is the one asked for and whose backend the manager has, or ``None`` to pass.
+
+    Stops at the first non-None result. Static policies always win: this hook is not called for a
+    storage key the manager was configured with.
+    """

@@ -1,0 +1,110 @@
+"""Object keys: how they are built from caller values, and what makes one safe.
+
+A key is a ``/``-separated relative path such as ``docs/document/42/file/9f1c...e0.pdf``. Keys the library
+builds come from sanitised segments, so no caller value (an entity id, a filename) can change their shape.
+Keys that arrive from elsewhere (a database row, a backend call) are checked by :func:`validate_key`
+before any backend acts on them.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import unicodedata
+
+from granite_storage.errors import InvalidKeyError
+
+__all__ = [
+    "MAX_KEY_LENGTH",
+    "build_object_key",
+    "is_within_prefix",
+    "safe_extension",
+    "sanitize_segment",
+    "validate_key",
+]
+
+#: The longest key accepted, in UTF-8 bytes (S3's limit, and well inside every file system's).
+MAX_KEY_LENGTH = 1024
+_SEGMENT_LENGTH = 64
+_UNSAFE_RUN = re.compile(r"[^A-Za-z0-9._-]+")
+_EXTENSION = re.compile(r"^[a-z0-9]{1,16}$")
+_TOKEN_BYTES = 16  # 128 random bits per object
+
+
+def validate_key(key: object) -> str:
+    """Return ``key`` if it is a safe relative key, else raise :class:`InvalidKeyError`.
+
+    A safe key is a non-empty string of at most :data:`MAX_KEY_LENGTH` UTF-8 bytes made of ``/``-separated
+    segments, none of them empty, ``.`` or ``..``, with no leading ``/``, no backslash, no colon and no
+    control character (NUL included). Such a key cannot name anything outside the root it is joined to,
+    on POSIX or Windows.
+    """
+    if not isinstance(key, str):
+        raise InvalidKeyError(key, "keys are strings")
+    if not key:
+        raise InvalidKeyError(key, "keys are not empty")
+    if len(key.encode("utf-8", "surrogatepass")) > MAX_KEY_LENGTH:
+        raise InvalidKeyError(key, f"keys are at most {MAX_KEY_LENGTH} bytes")
+    if any(ord(char) < 0x20 or ord(char) == 0x7F for char in key):
+        raise InvalidKeyError(key, "keys contain no control characters")
+    if "\\" in key or ":" in key:
+        raise InvalidKeyError(key, "keys contain no backslash or colon")
+    if key.startswith("/"):
+        raise InvalidKeyError(key, "keys are relative")
+    for segment in key.split("/"):
+        if segment in ("", ".", ".."):
+            raise InvalidKeyError(key, "key segments are not empty, '.' or '..'")
+    return key
+
+
+def sanitize_segment(value: object) -> str:
+    """Turn any caller value into one safe key segment.
+
+    Unicode is normalised (NFKC), every run of characters outside ``A-Z a-z 0-9 . _ -`` becomes ``_``,
+    leading dots are dropped (no hidden files, no ``..``), and the result is cut to 64 characters.
+    An empty result becomes ``_``. The mapping is deliberately lossy: keys are unique through their
+    random token, not through these segments.
+    """
+    text = unicodedata.normalize("NFKC", str(value))
+    text = _UNSAFE_RUN.sub("_", text).lstrip(".")[:_SEGMENT_LENGTH]
+    return text or "_"
+
+
+def safe_extension(filename: str | None) -> str:
+    """Return the lower-case extension of ``filename`` with its dot (``".jpg"``), or ``""``.
+
+    Only the last component of the name counts, whatever separator it uses, and only an extension of
+    1 to 16 ASCII letters and digits is kept; anything else yields ``""``.
+    """
+    if not filename:
+        return ""
+    name = re.split(r"[/\\]", filename)[-1]
+    stem, dot, extension = name.rpartition(".")
+    extension = extension.lower()
+    if not dot or not stem.strip(".") or not _EXTENSION.match(extension):
+        return ""
+    return "." + extension
+
+
+def build_object_key(
+    prefix: str,
+    *,
+    model_name: str,
+    entity_id: str,
+    field_name: str,
+    original_filename: str | None = None,
+) -> str:
+    """Build a fresh, unique key ``prefix/model/entity/field/<token><.ext>`` inside ``prefix``.
+
+    ``prefix`` must already be a valid key (policies validate theirs); every other part is sanitised
+    with :func:`sanitize_segment`, and the token carries 128 random bits.
+    """
+    validate_key(prefix)
+    segments = [sanitize_segment(part) for part in (model_name, entity_id, field_name)]
+    token = secrets.token_hex(_TOKEN_BYTES) + safe_extension(original_filename)
+    return validate_key("/".join([prefix, *segments, token]))
+
+
+def is_within_prefix(key: str, prefix: str) -> bool:
+    """Whether ``key`` lies under ``prefix`` as whole path segments (``docs`` never matches ``docs2/x``)."""
+    return not prefix or key.startswith(prefix.rstrip("/") + "/")

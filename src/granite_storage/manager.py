@@ -1,0 +1,309 @@
+"""The storage manager: one entry point that routes every slot to its backend under its policy."""
+
+from __future__ import annotations
+
+import io
+import logging
+import mimetypes
+import re
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from types import MappingProxyType
+from typing import BinaryIO
+
+from granite_storage.backend import StorageBackend
+from granite_storage.config import ConfigSource, build_backends, build_policies, read_config
+from granite_storage.errors import (
+    ConfigurationError,
+    ContentTooLargeError,
+    IncompleteUploadError,
+    InvalidMetadataError,
+)
+from granite_storage.keys import build_object_key, is_within_prefix, validate_key
+from granite_storage.plugins import PluginHost, default_plugin_host
+from granite_storage.policy import StoragePolicy
+from granite_storage.refs import StoredObjectRef
+from granite_storage.streams import HashingReader, Readable, SizeLimitedStream
+
+__all__ = ["StorageManager"]
+
+logger = logging.getLogger(__name__)
+
+_CONTENT_TYPE = re.compile(r"^[\w!#$&^.+-]+/[\w!#$&^.+-]+(\s*;[\x20-\x7e]*)?$")
+
+
+class StorageManager:
+    """Stores and retrieves objects for every storage slot, each under its :class:`StoragePolicy`.
+
+    Application code names a slot (``storage_key``) and never a backend, so swapping local disk for S3
+    is a configuration change. Building a manager discovers installed plugins (once per process).
+
+    Args:
+        backends: Backend instances by name; policies refer to them by that name.
+        policies: Policies by storage key (each key must equal its policy's ``storage_key``).
+        plugins: The plugin host to use; by default the process-wide one, loaded from entry points.
+
+    Raises:
+        ConfigurationError: a policy names a backend that is not configured, a mapping key differs
+            from its policy's ``storage_key``, or two slots on one backend share a key prefix.
+    """
+
+    def __init__(
+        self,
+        *,
+        backends: Mapping[str, StorageBackend],
+        policies: Mapping[str, StoragePolicy],
+        plugins: PluginHost | None = None,
+    ) -> None:
+        self._plugins = plugins if plugins is not None else default_plugin_host()
+        self._backends = MappingProxyType(dict(backends))
+        self._policies = MappingProxyType(dict(policies))
+        for name, backend in self._backends.items():
+            if not isinstance(backend, StorageBackend):
+                raise ConfigurationError(
+                    f"backend {name!r} is {type(backend).__name__}, not a StorageBackend"
+                )
+        for storage_key, policy in self._policies.items():
+            if storage_key != policy.storage_key:
+                raise ConfigurationError(
+                    f"policy registered as {storage_key!r} has storage_key {policy.storage_key!r}"
+                )
+            self._check_policy(policy)
+
+    @classmethod
+    def from_config(cls, config: ConfigSource, *, plugins: PluginHost | None = None) -> StorageManager:
+        """Build a manager from a mapping or a TOML file, creating backends by registered type name.
+
+        See :mod:`granite_storage.config` for the format.
+
+        Raises:
+            ConfigurationError: the config is invalid or names an unknown backend type (the message
+                names the installed types and the package that would provide it).
+        """
+        host = plugins if plugins is not None else default_plugin_host()
+        mapping = read_config(config)
+        return cls(
+            backends=build_backends(mapping, host),
+            policies=build_policies(mapping),
+            plugins=host,
+        )
+
+    @property
+    def backends(self) -> Mapping[str, StorageBackend]:
+        """The configured backends, by name (read-only)."""
+        return self._backends
+
+    @property
+    def policies(self) -> Mapping[str, StoragePolicy]:
+        """The statically configured policies, by storage key (read-only)."""
+        return self._policies
+
+    @property
+    def plugins(self) -> PluginHost:
+        """The plugin host this manager consults."""
+        return self._plugins
+
+    def policy(self, storage_key: str) -> StoragePolicy:
+        """The policy of ``storage_key``: a static one, else the first a plugin resolves.
+
+        Raises:
+            ConfigurationError: no policy exists; the message lists the configured storage keys.
+        """
+        policy = self._policies.get(storage_key)
+        if policy is not None:
+            return policy
+        policy = self._plugins.resolve_policy(storage_key, self)
+        if policy is None:
+            raise ConfigurationError(
+                f"no storage policy for {storage_key!r}; configured: {sorted(self._policies)}"
+            )
+        if policy.storage_key != storage_key:
+            raise ConfigurationError(
+                f"a plugin resolved {storage_key!r} to a policy for {policy.storage_key!r}"
+            )
+        self._check_policy(policy)
+        return policy
+
+    def backend(self, name: str) -> StorageBackend:
+        """The backend configured as ``name``.
+
+        Raises:
+            ConfigurationError: no such backend; the message lists the configured names.
+        """
+        try:
+            return self._backends[name]
+        except KeyError:
+            raise ConfigurationError(
+                f"no storage backend named {name!r}; configured: {sorted(self._backends)}"
+            ) from None
+
+    def put_stream(
+        self,
+        *,
+        storage_key: str,
+        model_name: str,
+        entity_id: str,
+        field_name: str,
+        stream: Readable,
+        content_type: str | None = None,
+        original_filename: str | None = None,
+    ) -> StoredObjectRef:
+        """Stream ``stream`` into the slot ``storage_key`` and return its reference.
+
+        The content is read once, in chunks: its size is enforced against the policy's ``max_size``
+        and its sha256 computed on the way to the backend, so memory stays flat whatever its size. The
+        key is built from sanitised ``model_name``, ``entity_id`` and ``field_name``, a random token
+        and the extension of ``original_filename``; no caller value can move it out of the slot's
+        prefix. ``content_type`` is guessed from ``original_filename`` when not given.
+
+        Raises:
+            ContentTooLargeError: the content passed ``max_size``; nothing was stored.
+            ConfigurationError: ``storage_key`` has no policy.
+            StorageError: the backend failed; nothing was stored.
+        """
+        return self._store(
+            self.policy(storage_key),
+            model_name=model_name,
+            entity_id=entity_id,
+            field_name=field_name,
+            stream=stream,
+            content_type=content_type,
+            original_filename=original_filename,
+        )
+
+    def put_bytes(
+        self,
+        *,
+        storage_key: str,
+        model_name: str,
+        entity_id: str,
+        field_name: str,
+        content: bytes | bytearray | memoryview,
+        content_type: str | None = None,
+        original_filename: str | None = None,
+    ) -> StoredObjectRef:
+        """Store ``content`` in the slot ``storage_key``; otherwise as :meth:`put_stream`.
+
+        Content over the policy's ``max_size`` is refused before the backend is touched.
+        """
+        policy = self.policy(storage_key)
+        if policy.max_size is not None and len(content) > policy.max_size:
+            raise ContentTooLargeError(policy.max_size)
+        return self._store(
+            policy,
+            model_name=model_name,
+            entity_id=entity_id,
+            field_name=field_name,
+            stream=io.BytesIO(content),
+            content_type=content_type,
+            original_filename=original_filename,
+        )
+
+    def open(self, ref: StoredObjectRef) -> BinaryIO:
+        """Open the referenced object for streaming reads; use it as a context manager.
+
+        Raises:
+            ObjectNotFoundError: the object does not exist (also a ``FileNotFoundError``).
+            InvalidKeyError: the reference's location is unsafe (e.g. tampered with in the database).
+        """
+        backend, key = self._locate(ref)
+        return backend.open(key)
+
+    def get(self, ref: StoredObjectRef) -> bytes:
+        """Return the referenced object's content.
+
+        Raises:
+            ObjectNotFoundError: the object does not exist (also a ``FileNotFoundError``).
+        """
+        backend, key = self._locate(ref)
+        return backend.get(key)
+
+    def exists(self, ref: StoredObjectRef) -> bool:
+        """Whether the referenced object exists."""
+        backend, key = self._locate(ref)
+        return backend.exists(key)
+
+    def delete(self, ref: StoredObjectRef) -> None:
+        """Delete the referenced object; deleting a missing object is not an error."""
+        backend, key = self._locate(ref)
+        backend.delete(key)
+        logger.debug("deleted %s from %r", key, ref.backend)
+
+    def _store(
+        self,
+        policy: StoragePolicy,
+        *,
+        model_name: str,
+        entity_id: str,
+        field_name: str,
+        stream: Readable,
+        content_type: str | None,
+        original_filename: str | None,
+    ) -> StoredObjectRef:
+        backend = self.backend(policy.backend_key)
+        content_type = _content_type(content_type, original_filename)
+        key = build_object_key(
+            policy.prefix,
+            model_name=model_name,
+            entity_id=entity_id,
+            field_name=field_name,
+            original_filename=original_filename,
+        )
+        reader = HashingReader(SizeLimitedStream(stream, policy.max_size))
+        backend.put(key, reader, content_type=content_type, original_filename=original_filename)
+        try:
+            unread = reader.read(1)
+        except BaseException:
+            backend.delete(key)
+            raise
+        if unread:
+            backend.delete(key)
+            raise IncompleteUploadError(
+                f"backend {policy.backend_key!r} returned before reading the whole stream; "
+                f"the partial object at {key!r} was deleted"
+            )
+        logger.debug("stored %s (%d bytes) in %r", key, reader.size, policy.storage_key)
+        return StoredObjectRef(
+            storage_key=policy.storage_key,
+            backend=policy.backend_key,
+            location=key,
+            size=reader.size,
+            checksum=reader.checksum,
+            content_type=content_type,
+            original_filename=original_filename,
+            created_at=datetime.now(UTC),
+        )
+
+    def _locate(self, ref: StoredObjectRef) -> tuple[StorageBackend, str]:
+        """Validate a reference (it may come from an untrusted row) and find its backend."""
+        if not isinstance(ref, StoredObjectRef):
+            raise TypeError(f"expected a StoredObjectRef, got {type(ref).__name__}")
+        return self.backend(ref.backend), validate_key(ref.location)
+
+    def _check_policy(self, policy: StoragePolicy) -> None:
+        self.backend(policy.backend_key)
+        for other in self._policies.values():
+            if other.storage_key == policy.storage_key or other.backend_key != policy.backend_key:
+                continue
+            if (
+                policy.prefix == other.prefix
+                or is_within_prefix(policy.prefix, other.prefix)
+                or is_within_prefix(other.prefix, policy.prefix)
+            ):
+                raise ConfigurationError(
+                    f"storage keys {other.storage_key!r} and {policy.storage_key!r} share backend "
+                    f"{policy.backend_key!r} with overlapping key prefixes {other.prefix!r} and "
+                    f"{policy.prefix!r}; give each slot a prefix of its own"
+                )
+
+
+def _content_type(content_type: str | None, original_filename: str | None) -> str | None:
+    """The given content type (validated), else one guessed from the filename, else ``None``."""
+    if content_type is None:
+        if original_filename:
+            return mimetypes.guess_type(original_filename, strict=False)[0]
+        return None
+    content_type = content_type.strip()
+    if not _CONTENT_TYPE.match(content_type):
+        raise InvalidMetadataError(f"not a valid content type: {content_type!r}")
+    return content_type

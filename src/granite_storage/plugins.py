@@ -1,0 +1,324 @@
+"""Plugin discovery and the registry of backend types.
+
+:class:`PluginHost` wraps a :class:`pluggy.PluginManager` with typed methods for each hook (pluggy
+returns ``Any``). Managers share one host per process (:func:`default_plugin_host`), created and
+loaded the first time a manager is built; tests and applications that want their own set of plugins
+build a :class:`PluginHost` and pass it as ``plugins=``.
+
+Operators can act on discovery through the environment:
+
+``GRANITE_STORAGE_DISABLE_PLUGINS``
+    Comma-separated entry-point names that are never loaded (e.g. ``"acme,legacy"``).
+``GRANITE_STORAGE_STRICT_PLUGINS``
+    When ``1``/``true``/``yes``, a plugin that fails to load raises at once instead of being recorded.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import logging
+import os
+import threading
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, cast
+
+import pluggy
+
+from granite_storage import hookspecs
+from granite_storage._markers import PROJECT_NAME
+from granite_storage.backend import StorageBackend
+from granite_storage.errors import ConfigurationError, PluginError
+
+if TYPE_CHECKING:
+    from granite_storage.manager import StorageManager
+    from granite_storage.policy import StoragePolicy
+
+__all__ = [
+    "DISABLE_ENV",
+    "STRICT_ENV",
+    "BackendType",
+    "PluginHost",
+    "PluginLoadFailure",
+    "default_plugin_host",
+]
+
+logger = logging.getLogger(__name__)
+
+DISABLE_ENV = "GRANITE_STORAGE_DISABLE_PLUGINS"
+STRICT_ENV = "GRANITE_STORAGE_STRICT_PLUGINS"
+
+#: Where the backend types the project knows of come from, for the hint in "unknown type" errors.
+_KNOWN_PROVIDERS = {
+    "local": "pip install granite-storage-local",
+    "s3": 'pip install "granite-storage[s3]"',
+}
+
+
+@dataclass(frozen=True, slots=True)
+class BackendType:
+    """A backend type registered by a plugin.
+
+    Attributes:
+        name: The type name configs use, e.g. ``"local"``.
+        target: The backend class, or the lazy ``"module:Class"`` string it was registered as.
+        plugin: The name of the plugin that registered it (its entry-point name).
+        distribution: The distribution that ships the plugin, when known.
+        version: That distribution's version, when known.
+    """
+
+    name: str
+    target: type[StorageBackend] | str
+    plugin: str
+    distribution: str | None = None
+    version: str | None = None
+
+    def load(self) -> type[StorageBackend]:
+        """Return the backend class, importing a lazy target on first use.
+
+        Raises:
+            PluginError: the target cannot be imported or is not a ``StorageBackend`` subclass;
+                chained to the import failure.
+        """
+        target = self.target
+        if isinstance(target, str):
+            module_name, _, attribute = target.partition(":")
+            try:
+                target = getattr(importlib.import_module(module_name), attribute)
+            except (ImportError, AttributeError) as exc:
+                raise PluginError(
+                    f"backend type {self.name!r} from plugin {self.plugin!r} could not be loaded "
+                    f"from {self.target!r}: {exc}"
+                ) from exc
+        if not (isinstance(target, type) and issubclass(target, StorageBackend)):
+            raise PluginError(
+                f"backend type {self.name!r} from plugin {self.plugin!r} is {target!r}, "
+                "not a StorageBackend subclass"
+            )
+        return target
+
+
+@dataclass(frozen=True, slots=True)
+class PluginLoadFailure:
+    """An entry point that could not be loaded.
+
+    Attributes:
+        name: The entry-point name.
+        value: What it points at (``"module"`` or ``"module:attr"``).
+        distribution: The distribution that declares it, when known.
+        error: The exception raised while loading it.
+    """
+
+    name: str
+    value: str
+    distribution: str | None
+    error: BaseException
+
+
+class PluginHost:
+    """The plugins one or more managers use, and the backend types they register.
+
+    Args:
+        strict: Raise :class:`PluginError` as soon as an entry point fails to load, instead of
+            recording the failure. Defaults to the ``GRANITE_STORAGE_STRICT_PLUGINS`` variable.
+        disabled: Entry-point names never to load. Defaults to ``GRANITE_STORAGE_DISABLE_PLUGINS``.
+    """
+
+    def __init__(self, *, strict: bool | None = None, disabled: Iterable[str] | None = None) -> None:
+        self.strict = _env_flag(STRICT_ENV) if strict is None else strict
+        self.disabled = frozenset(_env_list(DISABLE_ENV) if disabled is None else disabled)
+        self._pm = pluggy.PluginManager(PROJECT_NAME)
+        self._pm.add_hookspecs(hookspecs)
+        self._failures: dict[str, PluginLoadFailure] = {}
+        self._distributions: dict[str, tuple[str, str]] = {}
+        self._backend_types: dict[str, BackendType] | None = None
+
+    @property
+    def failures(self) -> Mapping[str, PluginLoadFailure]:
+        """Entry points that failed to load, by entry-point name."""
+        return dict(self._failures)
+
+    def load_entry_points(self) -> None:
+        """Load every plugin in the ``granite_storage`` entry-point group not yet loaded.
+
+        Each entry point is loaded on its own, rather than with pluggy's
+        ``load_setuptools_entrypoints``, which stops at the first plugin that fails to import: here a
+        broken plugin is recorded in :attr:`failures` (or raised when :attr:`strict`) and the others
+        still load.
+        """
+        for entry_point in importlib.metadata.entry_points(group=PROJECT_NAME):
+            name = entry_point.name
+            if name in self.disabled or self._pm.has_plugin(name) or name in self._failures:
+                continue
+            distribution = entry_point.dist.name if entry_point.dist else None
+            try:
+                plugin = entry_point.load()
+                self._pm.register(plugin, name=name)
+            except Exception as exc:
+                failure = PluginLoadFailure(name, entry_point.value, distribution, exc)
+                if self.strict:
+                    raise PluginError(_describe_failure(failure)) from exc
+                logger.warning("%s", _describe_failure(failure), exc_info=exc)
+                self._failures[name] = failure
+                continue
+            if entry_point.dist is not None:
+                self._distributions[name] = (entry_point.dist.name, entry_point.dist.version)
+        self._backend_types = None
+
+    def register(self, plugin: object, name: str | None = None) -> str:
+        """Register a plugin object directly (an application's own hooks, a test's); return its name."""
+        registered = self._pm.register(plugin, name=name)
+        self._backend_types = None
+        if registered is None:
+            raise PluginError(f"plugin {name!r} is blocked and cannot be registered")
+        return registered
+
+    def unregister(self, name: str) -> None:
+        """Remove the plugin registered under ``name``."""
+        self._pm.unregister(name=name)
+        self._backend_types = None
+
+    def backend_types(self) -> Mapping[str, BackendType]:
+        """Every registered backend type, by name.
+
+        Raises:
+            PluginError: two plugins registered the same name (the error names both).
+        """
+        if self._backend_types is None:
+            self._backend_types = self._collect_backend_types()
+        return self._backend_types
+
+    def backend_type(self, name: str) -> BackendType:
+        """The backend type registered as ``name``.
+
+        Raises:
+            ConfigurationError: no plugin registered it; the message names the installed types and
+                the package that would provide it, and is chained to a plugin's load failure when one
+                may explain the absence.
+        """
+        types = self.backend_types()
+        if name in types:
+            return types[name]
+        installed = ", ".join(
+            f"{t.name} ({t.distribution or t.plugin})" for t in sorted(types.values(), key=_by_name)
+        )
+        hint = _KNOWN_PROVIDERS.get(
+            name, f"install the plugin package that provides it (e.g. granite-storage-{name})"
+        )
+        message = f"unknown backend type {name!r}; installed types: {installed or 'none'}. To use it: {hint}"
+        failure = self._failures.get(name) or next(iter(self._failures.values()), None)
+        if failure is None:
+            raise ConfigurationError(message)
+        failed = "; ".join(_describe_failure(f) for f in self._failures.values())
+        raise PluginError(f"{message}. {failed}") from failure.error
+
+    def create_backend(self, type_name: str, options: Mapping[str, Any]) -> StorageBackend:
+        """Build a backend of the registered type ``type_name`` with ``options`` as keyword arguments.
+
+        Raises:
+            ConfigurationError: the type is unknown or rejects the options.
+            PluginError: the type's class cannot be imported.
+        """
+        backend_class = self.backend_type(type_name).load()
+        try:
+            return backend_class(**options)
+        except TypeError as exc:
+            raise ConfigurationError(
+                f"backend type {type_name!r} ({backend_class.__qualname__}) rejected the options "
+                f"{sorted(options)}: {exc}"
+            ) from exc
+
+    def resolve_policy(self, storage_key: str, manager: StorageManager) -> StoragePolicy | None:
+        """Ask plugins for the policy of ``storage_key``; the first non-None answer wins."""
+        result = self._pm.hook.granite_storage_resolve_policy(storage_key=storage_key, manager=manager)
+        return cast("StoragePolicy | None", result)
+
+    def _collect_backend_types(self) -> dict[str, BackendType]:
+        types: dict[str, BackendType] = {}
+        caller = self._pm.hook.granite_storage_register_backends
+        # Each implementation is called on its own so that a registration is tied to its plugin:
+        # that is what lets a clash name both plugins.
+        for impl in caller.get_hookimpls():
+            plugin = impl.plugin_name
+            distribution, version = self._distributions.get(plugin, (None, None))
+
+            def register(
+                name: str,
+                target: type[StorageBackend] | str,
+                /,
+                *,
+                _plugin: str = plugin,
+                _dist: str | None = distribution,
+                _version: str | None = version,
+            ) -> None:
+                _check_target(name, target, _plugin)
+                if name in types:
+                    raise PluginError(
+                        f"backend type {name!r} is registered by two plugins: "
+                        f"{_owner(types[name])} and {_owner_of(_plugin, _dist)}"
+                    )
+                types[name] = BackendType(name, target, _plugin, _dist, _version)
+
+            arguments = {"register": register}
+            impl.function(**{arg: arguments[arg] for arg in impl.argnames})
+        return types
+
+
+_default_host: PluginHost | None = None
+_default_lock = threading.Lock()
+
+
+def default_plugin_host() -> PluginHost:
+    """The process-wide host, created and loaded from entry points on first use."""
+    global _default_host
+    with _default_lock:
+        if _default_host is None:
+            host = PluginHost()
+            host.load_entry_points()
+            _default_host = host
+        return _default_host
+
+
+def _check_target(name: object, target: object, plugin: str) -> None:
+    if not isinstance(name, str) or not name:
+        raise PluginError(f"plugin {plugin!r} registered a backend type with the name {name!r}")
+    if isinstance(target, str):
+        if ":" not in target:
+            raise PluginError(
+                f"plugin {plugin!r} registered {name!r} as {target!r}; "
+                "a lazy target is written 'module:Class'"
+            )
+    elif not (isinstance(target, type) and issubclass(target, StorageBackend)):
+        raise PluginError(
+            f"plugin {plugin!r} registered {name!r} as {target!r}, which is neither a "
+            "StorageBackend subclass nor a 'module:Class' string"
+        )
+
+
+def _owner(backend_type: BackendType) -> str:
+    return _owner_of(backend_type.plugin, backend_type.distribution)
+
+
+def _owner_of(plugin: str, distribution: str | None) -> str:
+    return f"plugin {plugin!r}" + (f" (distribution {distribution})" if distribution else "")
+
+
+def _by_name(backend_type: BackendType) -> str:
+    return backend_type.name
+
+
+def _describe_failure(failure: PluginLoadFailure) -> str:
+    source = f" from distribution {failure.distribution}" if failure.distribution else ""
+    return (
+        f"plugin {failure.name!r} ({failure.value}{source}) failed to load: "
+        f"{type(failure.error).__name__}: {failure.error}"
+    )
+
+
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _env_list(name: str) -> list[str]:
+    return [item.strip() for item in os.environ.get(name, "").split(",") if item.strip()]

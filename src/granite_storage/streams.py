@@ -1,0 +1,154 @@
+"""Streams on the upload path: size enforcement and checksumming, one chunk at a time."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+from granite_storage.errors import ContentTooLargeError
+
+if TYPE_CHECKING:
+    from _typeshed import WriteableBuffer
+
+__all__ = ["DEFAULT_CHUNK_SIZE", "Readable", "SizeLimitedStream"]
+
+#: The chunk size used when the library copies a stream (1 MiB).
+DEFAULT_CHUNK_SIZE = 1024 * 1024
+
+
+@runtime_checkable
+class Readable(Protocol):
+    """Anything with a binary ``read(size)``: open files, ``BytesIO``, sockets' files, upload objects."""
+
+    def read(self, size: int = -1, /) -> bytes:
+        """Read up to ``size`` bytes (all that remain if negative); ``b""`` at end of file."""
+        ...
+
+
+class SizeLimitedStream(io.RawIOBase):
+    """A read-only binary file over ``stream`` that refuses to yield more than ``max_size`` bytes.
+
+    Every read path (``read``, ``read()``/``read(-1)``, ``readall``, ``readinto``, ``readline``,
+    ``readlines`` and iteration) counts bytes and raises
+    :class:`~granite_storage.ContentTooLargeError` as soon as the count passes ``max_size``: content of
+    exactly ``max_size`` bytes reads through, one byte more is refused. Once refused, every later read
+    is refused too. No read asks the wrapped stream for more than one byte past the limit, so an
+    oversized upload is stopped without being read further.
+
+    The wrapped stream is not closed when this wrapper is; its owner closes it.
+
+    Args:
+        stream: A binary stream with ``read(size)``.
+        max_size: The limit in bytes; ``None`` counts without limiting.
+    """
+
+    def __init__(self, stream: Readable, max_size: int | None) -> None:
+        super().__init__()
+        if max_size is not None and (isinstance(max_size, bool) or max_size < 0):
+            raise ValueError(f"max_size must be a non-negative integer or None, got {max_size!r}")
+        self._stream = stream
+        self._max_size = max_size
+        self._bytes_read = 0
+        self._refused = False
+
+    @property
+    def max_size(self) -> int | None:
+        """The limit in bytes, or ``None`` for none."""
+        return self._max_size
+
+    @property
+    def bytes_read(self) -> int:
+        """How many bytes have been read through this wrapper so far."""
+        return self._bytes_read
+
+    def readable(self) -> bool:
+        """Return ``True``: the stream is readable."""
+        return True
+
+    def read(self, size: int | None = -1, /) -> bytes:
+        """Read up to ``size`` bytes, or everything to end of file when ``size`` is negative or None."""
+        if size is None or size < 0:
+            return self.readall()
+        self._check_open()
+        return self._count(self._stream.read(self._allowed(size)))
+
+    def readall(self) -> bytes:
+        """Read to end of file, enforcing the limit chunk by chunk."""
+        chunks = []
+        while chunk := self.read(DEFAULT_CHUNK_SIZE):
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def readinto(self, buffer: WriteableBuffer, /) -> int:
+        """Read into a pre-allocated writable buffer; return the number of bytes read (0 at EOF)."""
+        self._check_open()
+        view = memoryview(buffer).cast("B")
+        view = view[: self._allowed(len(view))]
+        inner_readinto = getattr(self._stream, "readinto", None)
+        if inner_readinto is not None:
+            count = inner_readinto(view) or 0
+        else:
+            data = self._stream.read(len(view))
+            count = len(data)
+            view[:count] = data
+        self._count_only(count)
+        return count
+
+    def readline(self, size: int | None = -1, /) -> bytes:
+        """Read one line (up to ``size`` bytes), enforcing the limit."""
+        self._check_open()
+        limit = self._allowed(-1 if size is None else size)
+        inner_readline = getattr(self._stream, "readline", None)
+        if inner_readline is None:
+            return super().readline(limit)
+        line: bytes = inner_readline(limit)
+        return self._count(line)
+
+    def _check_open(self) -> None:
+        if self.closed:
+            raise ValueError("I/O operation on closed stream")
+        if self._refused:
+            raise ContentTooLargeError(self._max_size or 0)
+
+    def _allowed(self, size: int) -> int:
+        """Cap a read request at one byte past the limit, enough to detect passing it."""
+        if self._max_size is None:
+            return size
+        headroom = self._max_size - self._bytes_read + 1
+        return headroom if size < 0 else min(size, headroom)
+
+    def _count(self, data: bytes) -> bytes:
+        self._count_only(len(data))
+        return data
+
+    def _count_only(self, count: int) -> None:
+        self._bytes_read += count
+        if self._max_size is not None and self._bytes_read > self._max_size:
+            self._refused = True
+            raise ContentTooLargeError(self._max_size)
+
+
+class HashingReader:
+    """Pass reads through while computing the sha256 and size of everything read (internal)."""
+
+    def __init__(self, stream: Readable) -> None:
+        self._stream = stream
+        self._sha256 = hashlib.sha256()
+        self.size = 0
+
+    def read(self, size: int = -1, /) -> bytes:
+        """Read from the wrapped stream, hashing what passes."""
+        data = self._stream.read(size)
+        self._sha256.update(data)
+        self.size += len(data)
+        return data
+
+    def readable(self) -> bool:
+        """Return ``True``: the stream is readable."""
+        return True
+
+    @property
+    def checksum(self) -> str:
+        """``"sha256:<hex>"`` of everything read so far."""
+        return "sha256:" + self._sha256.hexdigest()

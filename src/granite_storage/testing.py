@@ -1,0 +1,379 @@
+"""A conformance suite every backend package runs against itself.
+
+Subclass :class:`BackendConformanceSuite` in a test module under a name pytest collects, and provide a
+``backend`` fixture that returns a fresh, empty backend::
+
+    import pytest
+    from granite_storage.testing import BackendConformanceSuite
+    from acme_storage import AcmeBackend
+
+    class TestAcmeConformance(BackendConformanceSuite):
+        @pytest.fixture
+        def backend(self, tmp_path):
+            return AcmeBackend(tmp_path)
+
+Every inherited test then runs against the backend: round trips through the manager, sizes and
+checksums, not-found errors, idempotent deletes, listings with size and modification time, over-limit
+and failed uploads leaving nothing behind, and keys that try to escape the backend. Requires pytest
+(``pip install "granite-storage[testing]"``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from granite_storage.backend import StorageBackend
+from granite_storage.errors import ContentTooLargeError, InvalidKeyError, ObjectNotFoundError
+from granite_storage.keys import is_within_prefix
+from granite_storage.manager import StorageManager
+from granite_storage.plugins import PluginHost
+from granite_storage.policy import StoragePolicy
+from granite_storage.refs import StoredObjectRef
+
+__all__ = ["UNSAFE_KEYS", "BackendConformanceSuite", "FailingStream"]
+
+#: Keys that must be refused with :class:`~granite_storage.InvalidKeyError` by every backend operation.
+UNSAFE_KEYS = (
+    "",
+    "/etc/passwd",
+    "../outside",
+    "slot/../../outside",
+    "slot/./file",
+    "slot//file",
+    "slot/",
+    "slot\\..\\..\\outside",
+    "C:/Windows/win.ini",
+    "slot/nul\x00byte",
+    "slot/new\nline",
+)
+
+LIMIT = 64 * 1024
+
+
+class FailingStream(io.RawIOBase):
+    """A stream that yields ``good_bytes`` bytes, then raises :class:`OSError` (a dropped upload)."""
+
+    def __init__(self, good_bytes: int) -> None:
+        super().__init__()
+        self._remaining = good_bytes
+
+    def readable(self) -> bool:
+        """Return ``True``."""
+        return True
+
+    def readinto(self, buffer: memoryview | bytearray, /) -> int:  # type: ignore[override]
+        """Fill ``buffer`` with ``x`` bytes until the good bytes run out, then fail."""
+        if self._remaining <= 0:
+            raise OSError("connection reset by peer")
+        count = min(len(buffer), self._remaining)
+        buffer[:count] = b"x" * count
+        self._remaining -= count
+        return count
+
+
+class BackendConformanceSuite:
+    """The behaviour every :class:`~granite_storage.StorageBackend` must show.
+
+    Subclasses provide the ``backend`` fixture (a fresh, empty backend per test). They may override
+    ``policy_prefix`` or ``large_size`` class attributes, and add backend-specific tests beside these.
+    """
+
+    #: The key prefix of the slot the suite stores into.
+    policy_prefix = "conformance"
+    #: Size of the multi-chunk object in the round-trip test.
+    large_size = 3 * 1024 * 1024 + 17
+
+    @pytest.fixture
+    def backend(self) -> StorageBackend:
+        """The backend under test: override in the subclass."""
+        raise NotImplementedError("provide a `backend` fixture returning a fresh, empty backend")
+
+    @pytest.fixture
+    def manager(self, backend: StorageBackend) -> StorageManager:
+        """A manager with one limited slot (``limited``) and one unlimited slot on the backend."""
+        return StorageManager(
+            backends={"under-test": backend},
+            policies={
+                "limited": StoragePolicy(
+                    "limited",
+                    backend_key="under-test",
+                    max_size=LIMIT,
+                    key_prefix=f"{self.policy_prefix}/limited",
+                ),
+                "open": StoragePolicy(
+                    "open", backend_key="under-test", key_prefix=f"{self.policy_prefix}/open"
+                ),
+            },
+            plugins=PluginHost(disabled=()),
+        )
+
+    # -- round trips ------------------------------------------------------------------------------
+
+    def test_put_bytes_round_trip_records_size_and_checksum(self, manager: StorageManager) -> None:
+        content = b"hello granite\n" * 100
+        ref = self._put_bytes(manager, content, filename="Greeting.TXT")
+        assert manager.get(ref) == content
+        assert ref.size == len(content)
+        assert ref.checksum == "sha256:" + hashlib.sha256(content).hexdigest()
+        assert ref.original_filename == "Greeting.TXT"
+        assert ref.content_type == "text/plain"
+        assert ref.location.endswith(".txt")
+        assert is_within_prefix(ref.location, f"{self.policy_prefix}/open")
+
+    def test_put_stream_round_trip_of_a_multi_chunk_object(self, manager: StorageManager) -> None:
+        content = os.urandom(self.large_size)
+        ref = manager.put_stream(
+            storage_key="open",
+            model_name="document",
+            entity_id="7",
+            field_name="file",
+            stream=io.BytesIO(content),
+            content_type="application/octet-stream",
+        )
+        with manager.open(ref) as stream:
+            assert stream.read() == content
+        assert ref.size == len(content)
+        assert ref.sha256 == hashlib.sha256(content).hexdigest()
+
+    def test_open_streams_in_chunks(self, manager: StorageManager) -> None:
+        content = os.urandom(200_000)
+        ref = self._put_bytes(manager, content)
+        with manager.open(ref) as stream:
+            chunks = list(iter(lambda: stream.read(65_536), b""))
+        assert b"".join(chunks) == content
+        assert len(chunks) > 1
+
+    def test_empty_object_round_trip(self, manager: StorageManager) -> None:
+        ref = self._put_bytes(manager, b"")
+        assert ref.size == 0
+        assert manager.get(ref) == b""
+        assert manager.exists(ref)
+
+    def test_each_put_gets_a_new_key(self, manager: StorageManager) -> None:
+        first = self._put_bytes(manager, b"one")
+        second = self._put_bytes(manager, b"two")
+        assert first.location != second.location
+        assert (manager.get(first), manager.get(second)) == (b"one", b"two")
+
+    def test_put_replaces_an_existing_object_at_the_same_key(self, backend: StorageBackend) -> None:
+        key = f"{self.policy_prefix}/direct/object.bin"
+        backend.put(key, io.BytesIO(b"first version"))
+        backend.put(key, io.BytesIO(b"second"))
+        assert backend.get(key) == b"second"
+        assert backend.stat(key).size == len(b"second")
+
+    # -- missing objects and deletes --------------------------------------------------------------
+
+    def test_missing_object_raises_not_found(self, manager: StorageManager) -> None:
+        ref = self._put_bytes(manager, b"short-lived")
+        manager.delete(ref)
+        assert not manager.exists(ref)
+        with pytest.raises(ObjectNotFoundError):
+            manager.get(ref)
+        with pytest.raises(FileNotFoundError):
+            manager.open(ref)
+
+    def test_stat_of_a_missing_key_raises_not_found(self, backend: StorageBackend) -> None:
+        with pytest.raises(ObjectNotFoundError):
+            backend.stat(f"{self.policy_prefix}/never/stored.bin")
+
+    def test_delete_is_idempotent(self, manager: StorageManager, backend: StorageBackend) -> None:
+        ref = self._put_bytes(manager, b"bye")
+        manager.delete(ref)
+        manager.delete(ref)
+        backend.delete(f"{self.policy_prefix}/never/stored.bin")
+        assert not manager.exists(ref)
+
+    def test_delete_leaves_other_objects_alone(self, manager: StorageManager) -> None:
+        kept = self._put_bytes(manager, b"keep me")
+        gone = self._put_bytes(manager, b"delete me")
+        manager.delete(gone)
+        assert manager.get(kept) == b"keep me"
+
+    # -- listing ----------------------------------------------------------------------------------
+
+    def test_list_yields_size_and_modification_time(
+        self, manager: StorageManager, backend: StorageBackend
+    ) -> None:
+        before = datetime.now(UTC) - timedelta(minutes=5)
+        refs = [self._put_bytes(manager, b"x" * size) for size in (0, 1, 1000)]
+        listed = {info.key: info for info in backend.list(f"{self.policy_prefix}/open")}
+        assert set(listed) == {ref.location for ref in refs}
+        for ref in refs:
+            info = listed[ref.location]
+            assert info.size == ref.size
+            assert info.last_modified.tzinfo is not None
+            assert before <= info.last_modified <= datetime.now(UTC) + timedelta(minutes=5)
+
+    def test_list_matches_prefixes_as_whole_segments(self, backend: StorageBackend) -> None:
+        base = self.policy_prefix
+        backend.put(f"{base}/docs/a.txt", io.BytesIO(b"a"))
+        backend.put(f"{base}/docs/sub/b.txt", io.BytesIO(b"b"))
+        backend.put(f"{base}/docs2/c.txt", io.BytesIO(b"c"))
+        backend.put(f"{base}/docsx.txt", io.BytesIO(b"d"))
+        assert sorted(info.key for info in backend.list(f"{base}/docs")) == [
+            f"{base}/docs/a.txt",
+            f"{base}/docs/sub/b.txt",
+        ]
+        assert sorted(info.key for info in backend.list(f"{base}/docs/")) == [
+            f"{base}/docs/a.txt",
+            f"{base}/docs/sub/b.txt",
+        ]
+        assert list(backend.list(f"{base}/nothing-here")) == []
+
+    # -- limits and failures leave nothing behind ---------------------------------------------------
+
+    def test_exactly_max_size_is_accepted(self, manager: StorageManager) -> None:
+        content = os.urandom(LIMIT)
+        by_bytes = self._put_bytes(manager, content, storage_key="limited")
+        by_stream = manager.put_stream(
+            storage_key="limited",
+            model_name="m",
+            entity_id="1",
+            field_name="f",
+            stream=io.BytesIO(content),
+        )
+        assert manager.get(by_bytes) == manager.get(by_stream) == content
+
+    def test_one_byte_over_max_size_is_refused_and_leaves_nothing(
+        self, manager: StorageManager, backend: StorageBackend
+    ) -> None:
+        content = os.urandom(LIMIT + 1)
+        with pytest.raises(ContentTooLargeError):
+            self._put_bytes(manager, content, storage_key="limited")
+        with pytest.raises(ContentTooLargeError):
+            manager.put_stream(
+                storage_key="limited",
+                model_name="m",
+                entity_id="1",
+                field_name="f",
+                stream=io.BytesIO(content),
+            )
+        assert self._all_keys(backend) == []
+
+    def test_oversized_stream_of_unknown_length_is_refused_mid_stream(
+        self, manager: StorageManager, backend: StorageBackend
+    ) -> None:
+        chunks = iter([b"y" * 40_000] * 10)
+        stream = io.BufferedReader(_IteratorStream(chunks))
+        with pytest.raises(ContentTooLargeError):
+            manager.put_stream(
+                storage_key="limited", model_name="m", entity_id="1", field_name="f", stream=stream
+            )
+        assert self._all_keys(backend) == []
+        assert next(chunks, None) is not None, "the upload was read far past the limit"
+
+    def test_failed_upload_leaves_nothing(self, manager: StorageManager, backend: StorageBackend) -> None:
+        with pytest.raises(OSError, match="connection reset"):
+            manager.put_stream(
+                storage_key="open",
+                model_name="m",
+                entity_id="1",
+                field_name="f",
+                stream=FailingStream(good_bytes=2 * 1024 * 1024 + 5),
+            )
+        assert self._all_keys(backend) == []
+
+    # -- keys cannot escape -----------------------------------------------------------------------
+
+    @pytest.mark.parametrize("key", UNSAFE_KEYS)
+    def test_unsafe_keys_are_refused_by_every_operation(self, backend: StorageBackend, key: str) -> None:
+        with pytest.raises(InvalidKeyError):
+            backend.put(key, io.BytesIO(b"evil"))
+        with pytest.raises(InvalidKeyError):
+            backend.open(key)
+        with pytest.raises(InvalidKeyError):
+            backend.get(key)
+        with pytest.raises(InvalidKeyError):
+            backend.stat(key)
+        with pytest.raises(InvalidKeyError):
+            backend.exists(key)
+        with pytest.raises(InvalidKeyError):
+            backend.delete(key)
+        assert self._all_keys(backend) == []
+
+    @pytest.mark.parametrize("key", [k for k in UNSAFE_KEYS if k])
+    def test_tampered_reference_is_refused_by_the_manager(self, manager: StorageManager, key: str) -> None:
+        ref = StoredObjectRef(storage_key="open", backend="under-test", location=key, size=4)
+        for operation in (manager.get, manager.open, manager.exists, manager.delete):
+            with pytest.raises(InvalidKeyError):
+                operation(ref)
+
+    @pytest.mark.parametrize(
+        ("entity_id", "filename"),
+        [
+            ("../../etc/passwd", "../../etc/passwd"),
+            ("/absolute", "C:\\Windows\\evil.EXE"),
+            ("nul\x00byte", "x\x00.txt"),
+            (
+                "\u00fcn\u00efc\u00f6d\u00e9 \u0438\u0434 \U0001f680",
+                "\uff8c\uff67\uff72\uff99.\uff50\uff4e\uff47",
+            ),
+            ("x" * 5000, "y" * 5000 + ".pdf"),
+            ("..", ".."),
+            ("", ".hidden"),
+        ],
+    )
+    def test_hostile_caller_values_yield_keys_inside_the_prefix(
+        self, manager: StorageManager, backend: StorageBackend, entity_id: str, filename: str
+    ) -> None:
+        ref = manager.put_bytes(
+            storage_key="open",
+            model_name="../model",
+            entity_id=entity_id,
+            field_name="field/../../x",
+            content=b"payload",
+            original_filename=filename,
+        )
+        assert is_within_prefix(ref.location, f"{self.policy_prefix}/open")
+        assert ref.original_filename == filename
+        assert manager.get(ref) == b"payload"
+        assert self._all_keys(backend) == [ref.location]
+
+    # -- helpers ----------------------------------------------------------------------------------
+
+    def _put_bytes(
+        self,
+        manager: StorageManager,
+        content: bytes,
+        *,
+        storage_key: str = "open",
+        filename: str | None = None,
+    ) -> StoredObjectRef:
+        return manager.put_bytes(
+            storage_key=storage_key,
+            model_name="document",
+            entity_id="42",
+            field_name="file",
+            content=content,
+            original_filename=filename,
+        )
+
+    def _all_keys(self, backend: StorageBackend) -> list[str]:
+        return sorted(info.key for info in backend.list(""))
+
+
+class _IteratorStream(io.RawIOBase):
+    """A non-seekable stream of unknown length over an iterator of chunks."""
+
+    def __init__(self, chunks: Iterator[bytes]) -> None:
+        super().__init__()
+        self._chunks = chunks
+        self._pending = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: memoryview | bytearray, /) -> int:  # type: ignore[override]
+        if not self._pending:
+            self._pending = next(self._chunks, b"")
+        count = min(len(buffer), len(self._pending))
+        buffer[:count] = self._pending[:count]
+        self._pending = self._pending[count:]
+        return count
