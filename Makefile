@@ -24,7 +24,7 @@ help:
 	.tools/bin/python -m pip install --quiet uv
 
 install: $(UV)
-	$(UV) sync --locked --all-packages
+	$(UV) sync --all-packages
 
 demo: install
 	$(RUN) python examples/quickstart.py
