@@ -34,7 +34,7 @@ __all__ = ["ConfigSource", "build_backends", "build_policies", "read_config"]
 ConfigSource: TypeAlias = Mapping[str, Any] | str | os.PathLike[str]
 
 _TOP_LEVEL = {"backends", "policies"}
-_POLICY_OPTIONS = {"backend", "backend_key", "max_size", "key_prefix"}
+_POLICY_OPTIONS = {"backend", "max_size", "key_prefix"}
 
 
 def read_config(source: ConfigSource) -> Mapping[str, Any]:
@@ -85,9 +85,9 @@ def build_policies(config: Mapping[str, Any]) -> dict[str, StoragePolicy]:
         if unknown:
             raise ConfigurationError(
                 f"policy {storage_key!r} has unknown options {sorted(unknown)}; "
-                f"expected some of {sorted(_POLICY_OPTIONS - {'backend_key'})}"
+                f"expected some of {sorted(_POLICY_OPTIONS)}"
             )
-        backend = options.get("backend", options.get("backend_key"))
+        backend = options.get("backend")
         if not isinstance(backend, str):
             raise ConfigurationError(f"policy {storage_key!r} needs 'backend', a backend's name")
         policies[storage_key] = StoragePolicy(

@@ -35,9 +35,10 @@ def validate_key(key: object) -> str:
     """Return ``key`` if it is a safe relative key, else raise :class:`InvalidKeyError`.
 
     A safe key is a non-empty string of at most :data:`MAX_KEY_LENGTH` UTF-8 bytes made of ``/``-separated
-    segments, none of them empty, ``.`` or ``..``, with no leading ``/``, no backslash, no colon and no
+    segments, none of them empty or starting with a dot (so no ``.``, ``..`` or hidden names, which
+    backends may use for their own bookkeeping), with no leading ``/``, no backslash, no colon and no
     control character (NUL included). Such a key cannot name anything outside the root it is joined to,
-    on POSIX or Windows.
+    on POSIX or Windows. Keys built by :func:`build_object_key` always pass.
     """
     if not isinstance(key, str):
         raise InvalidKeyError(key, "keys are strings")
@@ -52,8 +53,10 @@ def validate_key(key: object) -> str:
     if key.startswith("/"):
         raise InvalidKeyError(key, "keys are relative")
     for segment in key.split("/"):
-        if segment in ("", ".", ".."):
-            raise InvalidKeyError(key, "key segments are not empty, '.' or '..'")
+        if not segment:
+            raise InvalidKeyError(key, "key segments are not empty")
+        if segment.startswith("."):
+            raise InvalidKeyError(key, "key segments do not start with '.'")
     return key
 
 

@@ -17,6 +17,7 @@ from granite_storage.errors import (
     ConfigurationError,
     ContentTooLargeError,
     IncompleteUploadError,
+    InvalidKeyError,
     InvalidMetadataError,
 )
 from granite_storage.keys import build_object_key, is_within_prefix, validate_key
@@ -29,7 +30,9 @@ __all__ = ["StorageManager"]
 
 logger = logging.getLogger(__name__)
 
-_CONTENT_TYPE = re.compile(r"^[\w!#$&^.+-]+/[\w!#$&^.+-]+(\s*;[\x20-\x7e]*)?$")
+# type "/" subtype [ parameters ]: RFC 6838 token characters, printable ASCII parameters, no CR/LF.
+_MIME_NAME = r"[A-Za-z0-9!#$&^_.+-]+"
+_CONTENT_TYPE = re.compile(rf"^{_MIME_NAME}/{_MIME_NAME}([ \t]*;[\x20-\x7e]*)?$")
 
 
 class StorageManager:
@@ -37,6 +40,11 @@ class StorageManager:
 
     Application code names a slot (``storage_key``) and never a backend, so swapping local disk for S3
     is a configuration change. Building a manager discovers installed plugins (once per process).
+
+    Every reference passed to :meth:`get`, :meth:`open`, :meth:`exists` or :meth:`delete` is checked
+    first: its location must be a valid key inside the key prefix of its slot, else
+    :class:`~granite_storage.InvalidKeyError`. A slot's prefix is therefore part of its stored data:
+    changing ``key_prefix`` of a slot that holds objects makes its existing references refused.
 
     Args:
         backends: Backend instances by name; policies refer to them by that name.
@@ -187,7 +195,7 @@ class StorageManager:
         Content over the policy's ``max_size`` is refused before the backend is touched.
         """
         policy = self.policy(storage_key)
-        if policy.max_size is not None and len(content) > policy.max_size:
+        if policy.max_size is not None and memoryview(content).nbytes > policy.max_size:
             raise ContentTooLargeError(policy.max_size)
         return self._store(
             policy,
@@ -204,7 +212,9 @@ class StorageManager:
 
         Raises:
             ObjectNotFoundError: the object does not exist (also a ``FileNotFoundError``).
-            InvalidKeyError: the reference's location is unsafe (e.g. tampered with in the database).
+            InvalidKeyError: the reference's location is unsafe or outside its slot's prefix (e.g.
+                tampered with in the database).
+            ConfigurationError: the reference names a slot or backend this manager does not have.
         """
         backend, key = self._locate(ref)
         return backend.open(key)
@@ -275,10 +285,20 @@ class StorageManager:
         )
 
     def _locate(self, ref: StoredObjectRef) -> tuple[StorageBackend, str]:
-        """Validate a reference (it may come from an untrusted row) and find its backend."""
+        """Validate a reference (it may come from a tampered row) and find its backend.
+
+        The location must be a valid key inside the prefix of the reference's own slot, so a row of
+        one slot can never read or delete another slot's objects.
+        """
         if not isinstance(ref, StoredObjectRef):
             raise TypeError(f"expected a StoredObjectRef, got {type(ref).__name__}")
-        return self.backend(ref.backend), validate_key(ref.location)
+        key = validate_key(ref.location)
+        prefix = self.policy(ref.storage_key).prefix
+        if not is_within_prefix(key, prefix):
+            raise InvalidKeyError(
+                key, f"it lies outside the prefix {prefix!r} of storage key {ref.storage_key!r}"
+            )
+        return self.backend(ref.backend), key
 
     def _check_policy(self, policy: StoragePolicy) -> None:
         self.backend(policy.backend_key)

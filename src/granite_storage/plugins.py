@@ -22,6 +22,7 @@ import os
 import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, cast
 
 import pluggy
@@ -137,7 +138,7 @@ class PluginHost:
     @property
     def failures(self) -> Mapping[str, PluginLoadFailure]:
         """Entry points that failed to load, by entry-point name."""
-        return dict(self._failures)
+        return MappingProxyType(self._failures)
 
     def load_entry_points(self) -> None:
         """Load every plugin in the ``granite_storage`` entry-point group not yet loaded.
@@ -155,6 +156,7 @@ class PluginHost:
             try:
                 plugin = entry_point.load()
                 self._pm.register(plugin, name=name)
+                self._check_hook_names(name)
             except Exception as exc:
                 failure = PluginLoadFailure(name, entry_point.value, distribution, exc)
                 if self.strict:
@@ -167,11 +169,17 @@ class PluginHost:
         self._backend_types = None
 
     def register(self, plugin: object, name: str | None = None) -> str:
-        """Register a plugin object directly (an application's own hooks, a test's); return its name."""
+        """Register a plugin object directly (an application's own hooks, a test's); return its name.
+
+        Raises:
+            PluginError: the plugin is blocked, or implements a ``granite_storage_*`` hook that does
+                not exist (a misspelt hook would otherwise be ignored silently).
+        """
         registered = self._pm.register(plugin, name=name)
         self._backend_types = None
         if registered is None:
             raise PluginError(f"plugin {name!r} is blocked and cannot be registered")
+        self._check_hook_names(registered)
         return registered
 
     def unregister(self, name: str) -> None:
@@ -223,7 +231,7 @@ class PluginHost:
         backend_class = self.backend_type(type_name).load()
         try:
             return backend_class(**options)
-        except TypeError as exc:
+        except (TypeError, ValueError) as exc:
             raise ConfigurationError(
                 f"backend type {type_name!r} ({backend_class.__qualname__}) rejected the options "
                 f"{sorted(options)}: {exc}"
@@ -234,12 +242,22 @@ class PluginHost:
         result = self._pm.hook.granite_storage_resolve_policy(storage_key=storage_key, manager=manager)
         return cast("StoragePolicy | None", result)
 
+    def _check_hook_names(self, name: str) -> None:
+        """Unregister plugin ``name`` and raise if it implements a hook no spec defines."""
+        try:
+            self._pm.check_pending()
+        except pluggy.PluginValidationError as exc:
+            self._pm.unregister(name=name)
+            raise PluginError(f"plugin {name!r} implements an unknown hook: {exc}") from exc
+
     def _collect_backend_types(self) -> dict[str, BackendType]:
         types: dict[str, BackendType] = {}
         caller = self._pm.hook.granite_storage_register_backends
         # Each implementation is called on its own so that a registration is tied to its plugin:
         # that is what lets a clash name both plugins.
         for impl in caller.get_hookimpls():
+            if impl.hookwrapper or impl.wrapper:
+                continue  # a wrapper registers nothing of its own
             plugin = impl.plugin_name
             distribution, version = self._distributions.get(plugin, (None, None))
 

@@ -50,6 +50,10 @@ class StoragePolicy:
                 f"StoragePolicy.max_size must be a non-negative integer or None, got {self.max_size!r}"
             )
         if self.key_prefix is not None:
+            if not isinstance(self.key_prefix, str):
+                raise ConfigurationError(
+                    f"storage key {self.storage_key!r}: key_prefix must be a string, got {self.key_prefix!r}"
+                )
             prefix = self.key_prefix.strip("/")
             try:
                 validate_key(prefix)

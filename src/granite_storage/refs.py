@@ -50,9 +50,10 @@ class StoredObjectRef:
             raise InvalidReferenceError(f"size must not be negative, got {self.size}")
         if self.checksum is not None and not _CHECKSUM.match(self.checksum):
             raise InvalidReferenceError(f"checksum must look like 'sha256:<hex>', got {self.checksum!r}")
-        if self.created_at.tzinfo is None:
-            # 0.1.0 and hand-written data may carry naive timestamps; they were always UTC.
-            object.__setattr__(self, "created_at", self.created_at.replace(tzinfo=UTC))
+        # 0.1.0 and hand-written data may carry naive timestamps; they were always UTC.
+        created_at = self.created_at
+        created_at = created_at.replace(tzinfo=UTC) if created_at.tzinfo is None else created_at
+        object.__setattr__(self, "created_at", created_at.astimezone(UTC))
         object.__setattr__(self, "extra", MappingProxyType(dict(self.extra)))
 
     @property
@@ -80,8 +81,11 @@ class StoredObjectRef:
     def from_dict(cls, data: Mapping[str, Any]) -> StoredObjectRef:
         """Build a reference from its JSON form.
 
-        Unknown keys are ignored (a newer release may add some); missing optional keys take their
-        defaults. Raises:
+        Unknown keys are ignored (a newer release may add some); missing optional keys become
+        ``None`` (``extra`` an empty mapping, ``created_at`` the Unix epoch, so that such an object
+        never looks young).
+
+        Raises:
             InvalidReferenceError: a required key is missing or a value has the wrong type.
         """
         if not isinstance(data, Mapping):
@@ -137,4 +141,4 @@ def _parse_created_at(value: object) -> datetime:
         parsed = datetime.fromisoformat(value)
     except ValueError as exc:
         raise InvalidReferenceError(f"'created_at' is not ISO-8601: {value!r}") from exc
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    return parsed

@@ -45,7 +45,9 @@ class SizeLimitedStream(io.RawIOBase):
 
     def __init__(self, stream: Readable, max_size: int | None) -> None:
         super().__init__()
-        if max_size is not None and (isinstance(max_size, bool) or max_size < 0):
+        if max_size is not None and (
+            isinstance(max_size, bool) or not isinstance(max_size, int) or max_size < 0
+        ):
             raise ValueError(f"max_size must be a non-negative integer or None, got {max_size!r}")
         self._stream = stream
         self._max_size = max_size
@@ -65,6 +67,10 @@ class SizeLimitedStream(io.RawIOBase):
     def readable(self) -> bool:
         """Return ``True``: the stream is readable."""
         return True
+
+    def write(self, data: object, /) -> int:
+        """Refuse: the stream is read-only (:class:`io.UnsupportedOperation`)."""
+        raise io.UnsupportedOperation("SizeLimitedStream is read-only")
 
     def read(self, size: int | None = -1, /) -> bytes:
         """Read up to ``size`` bytes, or everything to end of file when ``size`` is negative or None."""

@@ -1,0 +1,44 @@
+"""The seed's (0.1.0) import paths keep working now that the backends live in plugin distributions."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+
+import pytest
+
+import granite_storage_local
+from granite_storage.backends.local import LocalStorageBackend
+
+
+def test_the_local_backend_path_resolves_to_the_plugin_class() -> None:
+    assert LocalStorageBackend is granite_storage_local.LocalStorageBackend
+    assert LocalStorageBackend.__module__ == "granite_storage_local.backend"
+
+
+def test_the_local_backend_path_exports_only_the_backend() -> None:
+    module = importlib.import_module("granite_storage.backends.local")
+    assert module.__all__ == ["LocalStorageBackend"]
+
+
+@pytest.fixture
+def without_s3_plugin() -> None:
+    if importlib.util.find_spec("granite_storage_s3") is not None:
+        pytest.skip("granite-storage-s3 is installed here; this checks the path without it")
+
+
+@pytest.mark.usefixtures("without_s3_plugin")
+def test_the_s3_backend_path_raises_import_error_naming_the_pip_command() -> None:
+    with pytest.raises(ImportError, match=r'pip install "granite-storage\[s3\]"') as raised:
+        importlib.import_module("granite_storage.backends.s3")
+    assert isinstance(raised.value.__cause__, ModuleNotFoundError)
+    assert raised.value.__cause__.name == "granite_storage_s3"
+
+
+@pytest.mark.usefixtures("without_s3_plugin")
+def test_the_s3_backend_path_fails_the_same_way_every_time() -> None:
+    for _ in range(2):
+        with pytest.raises(ImportError, match="granite-storage-s3"):
+            importlib.import_module("granite_storage.backends.s3")
+    assert "granite_storage.backends.s3" not in sys.modules
