@@ -30,7 +30,7 @@ from granite_storage.policy import StoragePolicy, parse_size
 
 __all__ = ["ConfigSource", "build_backends", "build_policies", "read_config"]
 
-#: What :meth:`StorageManager.from_config` accepts: a mapping, or the path of a TOML file.
+#: What :meth:`StorageManager.from_config` accepts, a mapping or the path of a TOML file.
 ConfigSource: TypeAlias = Mapping[str, Any] | str | os.PathLike[str]
 
 _TOP_LEVEL = {"backends", "policies"}

@@ -7,7 +7,7 @@ too, so code that already handles ``FileNotFoundError`` or ``PermissionError`` k
     StorageError
     ├── ConfigurationError            an unknown policy, backend or backend type; a bad config value
     │   └── PluginError               a plugin failed to load, or two plugins claim one backend name
-    ├── ContentTooLargeError          content passed its policy's ``max_size``
+    ├── ContentTooLargeError          content passed its policy's max_size
     ├── InvalidKeyError (ValueError)  a key or reference that could escape its backend or prefix
     ├── InvalidReferenceError (ValueError)
     │                                 stored reference data that cannot be read

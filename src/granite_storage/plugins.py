@@ -10,7 +10,8 @@ Operators can act on discovery through the environment:
 ``GRANITE_STORAGE_DISABLE_PLUGINS``
     Comma-separated entry-point names that are never loaded (e.g. ``"acme,legacy"``).
 ``GRANITE_STORAGE_STRICT_PLUGINS``
-    When ``1``/``true``/``yes``, a plugin that fails to load raises at once instead of being recorded.
+    When ``1``/``true``/``yes``/``on``, a plugin that fails to load raises at once instead of being
+    recorded.
 """
 
 from __future__ import annotations
@@ -47,7 +48,9 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
+#: The environment variable naming entry points never to load (comma-separated).
 DISABLE_ENV = "GRANITE_STORAGE_DISABLE_PLUGINS"
+#: The environment variable that turns on strict plugin loading.
 STRICT_ENV = "GRANITE_STORAGE_STRICT_PLUGINS"
 
 #: Where the backend types the project knows of come from, for the hint in "unknown type" errors.
@@ -127,7 +130,9 @@ class PluginHost:
     """
 
     def __init__(self, *, strict: bool | None = None, disabled: Iterable[str] | None = None) -> None:
+        #: Whether a plugin that fails to load raises at once.
         self.strict = _env_flag(STRICT_ENV) if strict is None else strict
+        #: Entry-point names that are never loaded.
         self.disabled = frozenset(_env_list(DISABLE_ENV) if disabled is None else disabled)
         self._pm = pluggy.PluginManager(PROJECT_NAME)
         self._pm.add_hookspecs(hookspecs)

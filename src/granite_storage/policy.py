@@ -68,7 +68,7 @@ class StoragePolicy:
 
     @property
     def prefix(self) -> str:
-        """The key prefix actually used: ``key_prefix``, or the sanitised ``storage_key``."""
+        """The key prefix actually used, ``key_prefix`` or else the sanitised ``storage_key``."""
         return self.key_prefix or sanitize_segment(self.storage_key)
 
 

@@ -1,0 +1,83 @@
+"""Sphinx configuration of the granite-storage documentation (built by ``make docs``)."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from sphinx.addnodes import pending_xref
+from sphinx.application import Sphinx
+from sphinx.environment import BuildEnvironment
+
+import granite_storage
+
+project = "granite-storage"
+author = "granite-storage developers"
+copyright = "granite-storage developers"
+release = granite_storage.__version__
+version = ".".join(release.split(".")[:2])
+
+extensions = [
+    "sphinx.ext.autodoc",
+    "sphinx.ext.napoleon",
+    "sphinx.ext.viewcode",
+    "myst_parser",
+]
+
+source_suffix = {".md": "markdown"}
+exclude_patterns = ["_build"]
+root_doc = "index"
+
+# -- MyST ----------------------------------------------------------------------------------------------
+myst_heading_anchors = 3
+myst_enable_extensions = ["deflist", "substitution"]
+myst_substitutions = {"release": release}
+
+# -- autodoc and napoleon (the docstrings are Google style) -----------------------------------------------
+autodoc_typehints = "description"
+autodoc_typehints_description_target = "documented_params"
+autodoc_member_order = "bysource"
+autodoc_preserve_defaults = True
+autodoc_class_signature = "mixed"
+napoleon_google_docstring = True
+napoleon_numpy_docstring = False
+napoleon_use_rtype = False
+
+# -- HTML ------------------------------------------------------------------------------------------------
+html_theme = "furo"
+html_title = f"granite-storage {release}"
+
+# -- Cross-references ------------------------------------------------------------------------------------
+# Every reference must resolve (nitpicky), except those into the standard library and pluggy: the docs
+# build offline, so there is no intersphinx inventory to resolve them against.
+nitpicky = True
+nitpick_ignore_regex = [
+    ("py:.*", rf"(?:{'|'.join(sorted(sys.stdlib_module_names | {'pluggy'}))})(?:\..+)?"),
+]
+
+
+def _resolve_reexport(app: Sphinx, env: BuildEnvironment, node: pending_xref, contnode: Any) -> Any:
+    """Resolve a public name (``granite_storage.StorageManager.get``) to where autodoc documents it.
+
+    Docstrings and pages refer to objects by the names users import: ``granite_storage.Name``, or a
+    bare ``Name``, optionally followed by an attribute. autodoc documents each object once, in the
+    module that defines it (``granite_storage.manager.StorageManager.get``).
+    """
+    if node.get("refdomain") != "py":
+        return None
+    target = str(node.get("reftarget", "")).removeprefix("granite_storage.")
+    name = target.partition(".")[0]
+    if name not in granite_storage.__all__:
+        return None
+    module = getattr(getattr(granite_storage, name), "__module__", "")
+    if not isinstance(module, str) or not module.startswith("granite_storage."):
+        return None
+    canonical = f"{module}.{target}"
+    return env.get_domain("py").resolve_xref(
+        env, node["refdoc"], app.builder, node["reftype"], canonical, node, contnode
+    )
+
+
+def setup(app: Sphinx) -> dict[str, Any]:
+    app.connect("missing-reference", _resolve_reexport)
+    return {"parallel_read_safe": True}
