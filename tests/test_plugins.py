@@ -187,6 +187,23 @@ def test_two_plugins_claiming_one_name_raise_plugin_error_naming_both(empty_host
         assert "'second-acme'" in str(raised.value)
 
 
+class MisspeltHookPlugin:
+    """Implements ``granite_storage_register_backend`` (singular): a hook that does not exist."""
+
+    @hookimpl
+    def granite_storage_register_backend(self, register: RegisterBackend) -> None:
+        register("typo", AcmeBackend)
+
+
+def test_a_plugin_implementing_a_misspelt_hook_is_refused(empty_host: PluginHost) -> None:
+    with pytest.raises(PluginError, match="granite_storage_register_backend"):
+        empty_host.register(MisspeltHookPlugin(), "misspelt")
+    assert "typo" not in empty_host.backend_types()
+    # It was unregistered: its name is free again.
+    with registered(empty_host, BackendsPlugin(), "misspelt") as name:
+        assert name == "misspelt"
+
+
 def test_claiming_an_installed_plugins_name_names_its_distribution(plugin_host: PluginHost) -> None:
     with (
         registered(plugin_host, BackendsPlugin(("local", AcmeBackend)), "impostor"),
