@@ -18,6 +18,7 @@ from granite_storage import (
     IncompleteUploadError,
     InvalidKeyError,
     InvalidMetadataError,
+    InvalidReferenceError,
     ObjectNotFoundError,
     PluginHost,
     Readable,
@@ -403,11 +404,37 @@ def test_unknown_storage_key_is_a_storage_error(manager: StorageManager) -> None
         manager.policy("invoices")
 
 
-def test_a_reference_to_an_unknown_backend_names_the_configured_ones(manager: StorageManager) -> None:
+def test_a_reference_naming_another_backend_than_its_slots_is_refused(manager: StorageManager) -> None:
     ref = StoredObjectRef(storage_key="documents", backend="s3", location="docs/a/b/c/d.txt", size=1)
-    for operation in (manager.get, manager.open, manager.exists, manager.delete):
-        with pytest.raises(ConfigurationError, match=r"'s3'.*\['local'\]"):
+    for operation in (manager.get, manager.open, manager.stat, manager.exists, manager.delete):
+        with pytest.raises(InvalidReferenceError, match=r"'s3'.*'documents'.*'local'"):
             operation(ref)
+
+
+def test_a_tampered_reference_cannot_reach_a_slot_with_the_same_prefix_on_another_backend(
+    tmp_path: Path, empty_host: PluginHost
+) -> None:
+    manager = StorageManager(
+        backends={
+            "public": LocalStorageBackend(tmp_path / "public"),
+            "private": LocalStorageBackend(tmp_path / "private"),
+        },
+        policies={
+            "avatars": StoragePolicy("avatars", backend_key="public", key_prefix="files"),
+            "secrets": StoragePolicy("secrets", backend_key="private", key_prefix="files"),
+        },
+        plugins=empty_host,
+    )
+    secret = manager.put_bytes(
+        storage_key="secrets", model_name="m", entity_id="1", field_name="f", content=b"TOP SECRET"
+    )
+    forged = StoredObjectRef(
+        storage_key="avatars", backend="private", location=secret.location, size=secret.size
+    )
+    for operation in (manager.get, manager.open, manager.stat, manager.exists, manager.delete):
+        with pytest.raises(InvalidReferenceError):
+            operation(forged)
+    assert manager.get(secret) == b"TOP SECRET"
 
 
 def test_a_policy_naming_an_unconfigured_backend_is_refused(
@@ -462,7 +489,7 @@ def test_the_manager_does_not_follow_later_changes_to_the_mappings_it_was_given(
 
 @pytest.mark.parametrize(
     ("first", "second"),
-    [("docs", "docs"), ("docs", "docs/sub"), ("docs/sub", "docs"), ("a/b/c", "a")],
+    [("docs", "docs"), ("docs", "docs/sub"), ("docs/sub", "docs"), ("a/b/c", "a"), ("Docs", "docs/x")],
 )
 def test_overlapping_key_prefixes_on_one_backend_are_refused(
     local_backend: LocalStorageBackend, empty_host: PluginHost, first: str, second: str
@@ -716,3 +743,53 @@ def test_a_reference_outside_its_slots_prefix_is_refused(manager: StorageManager
     )
     with pytest.raises(InvalidKeyError):
         manager.get(forged)
+
+
+# -- a backend that breaks the contract on failure ---------------------------------------------------
+
+
+class LeavesDebrisBackend(LocalStorageBackend):
+    """Breaks the backend contract: publishes what it read, then fails."""
+
+    def put(
+        self,
+        key: str,
+        stream: Readable,
+        *,
+        content_type: str | None = None,
+        original_filename: str | None = None,
+    ) -> None:
+        super().put(key, io.BytesIO(stream.read(5)))
+        raise OSError("disk on fire")
+
+
+def test_the_manager_removes_what_a_failing_backend_left_behind(
+    storage_root: Path, empty_host: PluginHost
+) -> None:
+    manager = StorageManager(
+        backends={"messy": LeavesDebrisBackend(storage_root)},
+        policies={"documents": StoragePolicy("documents", backend_key="messy")},
+        plugins=empty_host,
+    )
+    with pytest.raises(OSError, match="disk on fire"):
+        put(manager, b"0123456789")
+    assert files_under(storage_root) == []
+
+
+# -- stat --------------------------------------------------------------------------------------------
+
+
+def test_stat_reports_the_size_and_time_of_a_stored_object(manager: StorageManager) -> None:
+    before = datetime.now(UTC)
+    ref = put(manager, b"twelve bytes")
+    info = manager.stat(ref)
+    assert (info.key, info.size) == (ref.location, 12)
+    assert info.last_modified.tzinfo is not None
+    assert abs((info.last_modified - before).total_seconds()) < 60
+
+
+def test_stat_of_a_deleted_object_raises_not_found(manager: StorageManager) -> None:
+    ref = put(manager, b"gone soon")
+    manager.delete(ref)
+    with pytest.raises(ObjectNotFoundError):
+        manager.stat(ref)

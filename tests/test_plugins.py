@@ -181,8 +181,9 @@ def test_two_plugins_claiming_one_name_raise_plugin_error_naming_both(empty_host
         registered(empty_host, BackendsPlugin(("acme", AcmeBackend)), "first-acme"),
         registered(empty_host, BackendsPlugin(("acme", "elsewhere:AcmeBackend")), "second-acme"),
     ):
+        assert "acme" not in empty_host.backend_types()
         with pytest.raises(PluginError, match="'acme'") as raised:
-            empty_host.backend_types()
+            empty_host.backend_type("acme")
         assert "'first-acme'" in str(raised.value)
         assert "'second-acme'" in str(raised.value)
 
@@ -240,9 +241,49 @@ def test_a_name_clash_is_a_configuration_error_when_building_from_config(
     ],
     ids=["string-without-colon", "number", "not-a-backend-class", "function", "empty-name", "no-name"],
 )
-def test_an_invalid_registration_raises_plugin_error(empty_host: PluginHost, name: Any, target: Any) -> None:
-    with registered(empty_host, BackendsPlugin((name, target)), "sloppy"), pytest.raises(PluginError):
-        empty_host.backend_types()
+def test_an_invalid_registration_sets_the_plugin_aside_as_failed(
+    empty_host: PluginHost, name: Any, target: Any
+) -> None:
+    with registered(empty_host, BackendsPlugin((name, target)), "sloppy"):
+        assert empty_host.backend_types() == {}
+        failure = empty_host.failures["sloppy"]
+        assert isinstance(failure.error, PluginError)
+        with pytest.raises(PluginError) as raised:
+            empty_host.backend_type("acme")
+        assert raised.value.__cause__ is failure.error
+
+
+def test_an_invalid_registration_raises_at_once_in_strict_mode() -> None:
+    host = PluginHost(strict=True, disabled=())
+    with registered(host, BackendsPlugin(("acme", 42)), "sloppy"), pytest.raises(PluginError, match="sloppy"):
+        host.backend_types()
+
+
+class ExplodingPlugin:
+    """A plugin whose registration hook raises."""
+
+    @hookimpl
+    def granite_storage_register_backends(self, register: RegisterBackend) -> None:
+        register("boom", AcmeBackend)
+        raise RuntimeError("the plugin's own bug")
+
+
+def test_a_plugin_whose_hook_raises_registers_nothing_and_breaks_nothing_else(
+    plugin_host: PluginHost, tmp_path: Path
+) -> None:
+    with registered(plugin_host, ExplodingPlugin(), "exploding"):
+        assert "boom" not in plugin_host.backend_types()
+        manager = StorageManager.from_config(
+            {
+                "backends": {"files": {"type": "local", "root": str(tmp_path)}},
+                "policies": {"documents": {"backend": "files"}},
+            },
+            plugins=plugin_host,
+        )
+        assert manager.backend("files")
+        with pytest.raises(PluginError, match="the plugin's own bug") as raised:
+            plugin_host.backend_type("boom")
+        assert isinstance(raised.value.__cause__, RuntimeError)
 
 
 # -- lazy "module:Class" targets --------------------------------------------------------------------

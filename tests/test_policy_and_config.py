@@ -301,12 +301,17 @@ def test_unknown_third_party_type_suggests_a_package_name(plugin_host: PluginHos
         StorageManager.from_config(config_of_type("acme"), plugins=plugin_host)
 
 
-def test_unknown_local_type_names_its_package_when_the_plugin_is_absent() -> None:
+def test_unknown_local_type_names_its_package_when_the_plugin_is_absent(empty_host: PluginHost) -> None:
+    with pytest.raises(ConfigurationError, match="pip install granite-storage-local") as raised:
+        StorageManager.from_config(config_of_type("local", root="x"), plugins=empty_host)
+    assert not isinstance(raised.value, PluginError)
+
+
+def test_a_type_whose_plugin_is_disabled_says_so() -> None:
     host = PluginHost(strict=False, disabled={"local"})
     host.load_entry_points()
-    with pytest.raises(ConfigurationError, match="pip install granite-storage-local") as raised:
+    with pytest.raises(ConfigurationError, match="plugin 'local' is disabled"):
         StorageManager.from_config(config_of_type("local", root="x"), plugins=host)
-    assert not isinstance(raised.value, PluginError)
 
 
 def test_unknown_type_with_no_plugins_says_none_are_installed(empty_host: PluginHost) -> None:
@@ -409,3 +414,9 @@ def test_backend_rejecting_an_option_value_raises_configuration_error(
 def test_configuration_errors_are_storage_errors() -> None:
     with pytest.raises(StorageError):
         parse_size("lots")
+
+
+@pytest.mark.parametrize("prefix", ["\u00e9" * 257, "x" * 256, "a/" + "b" * 256])
+def test_a_key_prefix_too_long_in_bytes_or_per_segment_is_refused(prefix: str) -> None:
+    with pytest.raises(ConfigurationError, match="longer than"):
+        StoragePolicy("documents", backend_key="local", key_prefix=prefix)

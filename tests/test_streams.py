@@ -360,3 +360,43 @@ def test_boolean_max_size_is_rejected() -> None:
 def test_non_integer_max_size_is_rejected() -> None:
     with pytest.raises(ValueError, match="max_size"):
         SizeLimitedStream(io.BytesIO(b""), max_size=1.5)  # type: ignore[arg-type]
+
+
+class NonBlockingStream(io.RawIOBase):
+    """A non-blocking raw stream with no data ready: its reads return None."""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: object) -> None:
+        return None
+
+
+def test_a_non_blocking_stream_is_refused_rather_than_read_as_empty() -> None:
+    stream = SizeLimitedStream(NonBlockingStream(), max_size=None)
+    with pytest.raises(io.UnsupportedOperation, match="blocking"):
+        stream.read(10)
+    with pytest.raises(io.UnsupportedOperation, match="blocking"):
+        stream.readinto(bytearray(10))
+
+
+class ReadOnlyRawStream(io.RawIOBase):
+    """A RawIOBase that implements read() only: its inherited readinto raises NotImplementedError."""
+
+    def __init__(self, content: bytes) -> None:
+        super().__init__()
+        self._content = io.BytesIO(content)
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        return self._content.read(size)
+
+
+def test_readinto_falls_back_to_read_when_the_stream_has_no_readinto() -> None:
+    stream = SizeLimitedStream(ReadOnlyRawStream(b"abcdef"), max_size=6)
+    buffer = bytearray(4)
+    assert stream.readinto(buffer) == 4
+    assert bytes(buffer) == b"abcd"
+    assert stream.read() == b"ef"

@@ -68,6 +68,11 @@ def granite_storage_resolve_policy(storage_key: str, manager: StorageManager) ->
     expensive to ask should cache on its own. Return a :class:`~granite_storage.StoragePolicy` whose
     ``storage_key`` is the one asked for and whose backend the manager has, or ``None`` to pass.
 
+    The manager checks a resolved policy against its static policies (same backend, overlapping
+    prefixes are refused) but cannot check it against other resolved policies, which it does not
+    keep: a plugin must give each storage key it resolves a prefix of its own (e.g.
+    ``tenants/<id>``), or one slot's references could reach another's objects.
+
     Stops at the first non-None result. Static policies always win: this hook is not called for a
     storage key the manager was configured with.
     """

@@ -29,6 +29,10 @@ _SEGMENT_LENGTH = 64
 _UNSAFE_RUN = re.compile(r"[^A-Za-z0-9._-]+")
 _EXTENSION = re.compile(r"^[a-z0-9]{1,16}$")
 _TOKEN_BYTES = 16  # 128 random bits per object
+_WINDOWS_DEVICES = frozenset(
+    ["CON", "PRN", "AUX", "NUL", "CONIN$", "CONOUT$"]
+    + [f"{port}{number}" for port in ("COM", "LPT") for number in range(1, 10)]
+)
 
 
 def validate_key(key: object) -> str:
@@ -37,8 +41,8 @@ def validate_key(key: object) -> str:
     A safe key is a non-empty string of at most :data:`MAX_KEY_LENGTH` UTF-8 bytes made of ``/``-separated
     segments, none of them empty or starting with a dot (so no ``.``, ``..`` or hidden names, which
     backends may use for their own bookkeeping), with no leading ``/``, no backslash, no colon and no
-    control character (NUL included). Such a key cannot name anything outside the root it is joined to,
-    on POSIX or Windows. Keys built by :func:`build_object_key` always pass.
+    control character (NUL included). Joined to a root directory, such a key cannot name anything
+    outside it. Keys built by :func:`build_object_key` always pass.
     """
     if not isinstance(key, str):
         raise InvalidKeyError(key, "keys are strings")
@@ -64,12 +68,15 @@ def sanitize_segment(value: object) -> str:
     """Turn any caller value into one safe key segment.
 
     Unicode is normalised (NFKC), every run of characters outside ``A-Z a-z 0-9 . _ -`` becomes ``_``,
-    leading dots are dropped (no hidden files, no ``..``), and the result is cut to 64 characters.
-    An empty result becomes ``_``. The mapping is deliberately lossy: keys are unique through their
-    random token, not through these segments.
+    leading and trailing dots are dropped (no hidden files, no ``..``), the result is cut to 64
+    characters, and a name Windows reserves for a device (``CON``, ``nul.txt``, ``COM1``) gets a
+    leading ``_``. An empty result becomes ``_``. The mapping is deliberately lossy: keys are unique
+    through their random token, not through these segments.
     """
     text = unicodedata.normalize("NFKC", str(value))
-    text = _UNSAFE_RUN.sub("_", text).lstrip(".")[:_SEGMENT_LENGTH]
+    text = _UNSAFE_RUN.sub("_", text)[:_SEGMENT_LENGTH].strip(".")
+    if text.partition(".")[0].upper() in _WINDOWS_DEVICES:
+        text = "_" + text[: _SEGMENT_LENGTH - 1]
     return text or "_"
 
 

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import BinaryIO
 
-from granite_storage.backend import StorageBackend
+from granite_storage.backend import ObjectInfo, StorageBackend
 from granite_storage.config import ConfigSource, build_backends, build_policies, read_config
 from granite_storage.errors import (
     ConfigurationError,
@@ -19,6 +19,7 @@ from granite_storage.errors import (
     IncompleteUploadError,
     InvalidKeyError,
     InvalidMetadataError,
+    InvalidReferenceError,
 )
 from granite_storage.keys import build_object_key, is_within_prefix, validate_key
 from granite_storage.plugins import PluginHost, default_plugin_host
@@ -41,10 +42,12 @@ class StorageManager:
     Application code names a slot (``storage_key``) and never a backend, so swapping local disk for S3
     is a configuration change. Building a manager discovers installed plugins (once per process).
 
-    Every reference passed to :meth:`get`, :meth:`open`, :meth:`exists` or :meth:`delete` is checked
-    first: its location must be a valid key inside the key prefix of its slot, else
-    :class:`~granite_storage.InvalidKeyError`. A slot's prefix is therefore part of its stored data:
-    changing ``key_prefix`` of a slot that holds objects makes its existing references refused.
+    Every reference passed to :meth:`get`, :meth:`open`, :meth:`stat`, :meth:`exists` or
+    :meth:`delete` is checked first: its location must be a valid key inside the key prefix of its
+    slot (else :class:`~granite_storage.InvalidKeyError`) and its backend the slot's backend (else
+    :class:`~granite_storage.InvalidReferenceError`). A slot's prefix and backend are therefore part
+    of its stored data: changing either for a slot that holds objects makes its existing references
+    refused.
 
     Args:
         backends: Backend instances by name; policies refer to them by that name.
@@ -90,11 +93,8 @@ class StorageManager:
         """
         host = plugins if plugins is not None else default_plugin_host()
         mapping = read_config(config)
-        return cls(
-            backends=build_backends(mapping, host),
-            policies=build_policies(mapping),
-            plugins=host,
-        )
+        policies = build_policies(mapping)  # first: it has no side effects, backends may create roots
+        return cls(backends=build_backends(mapping, host), policies=policies, plugins=host)
 
     @property
     def backends(self) -> Mapping[str, StorageBackend]:
@@ -228,6 +228,15 @@ class StorageManager:
         backend, key = self._locate(ref)
         return backend.get(key)
 
+    def stat(self, ref: StoredObjectRef) -> ObjectInfo:
+        """The referenced object's size and modification time, as its backend reports them.
+
+        Raises:
+            ObjectNotFoundError: the object does not exist (also a ``FileNotFoundError``).
+        """
+        backend, key = self._locate(ref)
+        return backend.stat(key)
+
     def exists(self, ref: StoredObjectRef) -> bool:
         """Whether the referenced object exists."""
         backend, key = self._locate(ref)
@@ -260,14 +269,16 @@ class StorageManager:
             original_filename=original_filename,
         )
         reader = HashingReader(SizeLimitedStream(stream, policy.max_size))
-        backend.put(key, reader, content_type=content_type, original_filename=original_filename)
         try:
+            backend.put(key, reader, content_type=content_type, original_filename=original_filename)
             unread = reader.read(1)
         except BaseException:
-            backend.delete(key)
+            # Backends publish nothing on failure; deleting the fresh, random key anyway keeps that
+            # true for one that breaks the contract, and for the stream failing after put returned.
+            _discard(backend, key)
             raise
         if unread:
-            backend.delete(key)
+            _discard(backend, key)
             raise IncompleteUploadError(
                 f"backend {policy.backend_key!r} returned before reading the whole stream; "
                 f"the partial object at {key!r} was deleted"
@@ -287,16 +298,21 @@ class StorageManager:
     def _locate(self, ref: StoredObjectRef) -> tuple[StorageBackend, str]:
         """Validate a reference (it may come from a tampered row) and find its backend.
 
-        The location must be a valid key inside the prefix of the reference's own slot, so a row of
-        one slot can never read or delete another slot's objects.
+        The location must be a valid key inside the prefix of the reference's own slot, in that slot's
+        backend, so a row of one slot can never read or delete another slot's objects.
         """
         if not isinstance(ref, StoredObjectRef):
             raise TypeError(f"expected a StoredObjectRef, got {type(ref).__name__}")
         key = validate_key(ref.location)
-        prefix = self.policy(ref.storage_key).prefix
-        if not is_within_prefix(key, prefix):
+        policy = self.policy(ref.storage_key)
+        if ref.backend != policy.backend_key:
+            raise InvalidReferenceError(
+                f"reference to {key!r} names backend {ref.backend!r}, but storage key "
+                f"{ref.storage_key!r} is stored in {policy.backend_key!r}"
+            )
+        if not is_within_prefix(key, policy.prefix):
             raise InvalidKeyError(
-                key, f"it lies outside the prefix {prefix!r} of storage key {ref.storage_key!r}"
+                key, f"it lies outside the prefix {policy.prefix!r} of storage key {ref.storage_key!r}"
             )
         return self.backend(ref.backend), key
 
@@ -305,16 +321,22 @@ class StorageManager:
         for other in self._policies.values():
             if other.storage_key == policy.storage_key or other.backend_key != policy.backend_key:
                 continue
-            if (
-                policy.prefix == other.prefix
-                or is_within_prefix(policy.prefix, other.prefix)
-                or is_within_prefix(other.prefix, policy.prefix)
-            ):
+            # Compared case-insensitively: on some file systems "Docs" and "docs" are one directory.
+            mine, theirs = policy.prefix.casefold(), other.prefix.casefold()
+            if mine == theirs or is_within_prefix(mine, theirs) or is_within_prefix(theirs, mine):
                 raise ConfigurationError(
                     f"storage keys {other.storage_key!r} and {policy.storage_key!r} share backend "
                     f"{policy.backend_key!r} with overlapping key prefixes {other.prefix!r} and "
                     f"{policy.prefix!r}; give each slot a prefix of its own"
                 )
+
+
+def _discard(backend: StorageBackend, key: str) -> None:
+    """Delete what a failed upload may have left at ``key``; a failure here is logged, not raised."""
+    try:
+        backend.delete(key)
+    except Exception:
+        logger.exception("could not delete %r after a failed upload", key)
 
 
 def _content_type(content_type: str | None, original_filename: str | None) -> str | None:

@@ -22,7 +22,7 @@ import logging
 import os
 import threading
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, cast
 
@@ -138,12 +138,12 @@ class PluginHost:
         self._pm.add_hookspecs(hookspecs)
         self._failures: dict[str, PluginLoadFailure] = {}
         self._distributions: dict[str, tuple[str, str]] = {}
-        self._backend_types: dict[str, BackendType] | None = None
+        self._registry: _Registry | None = None
 
     @property
     def failures(self) -> Mapping[str, PluginLoadFailure]:
-        """Entry points that failed to load, by entry-point name."""
-        return MappingProxyType(self._failures)
+        """Plugins that failed to load or to register their backends, by plugin name."""
+        return MappingProxyType({**self._failures, **self._collect().failures})
 
     def load_entry_points(self) -> None:
         """Load every plugin in the ``granite_storage`` entry-point group not yet loaded.
@@ -155,9 +155,19 @@ class PluginHost:
         """
         for entry_point in importlib.metadata.entry_points(group=PROJECT_NAME):
             name = entry_point.name
-            if name in self.disabled or self._pm.has_plugin(name) or name in self._failures:
-                continue
             distribution = entry_point.dist.name if entry_point.dist else None
+            if name in self.disabled or name in self._failures:
+                continue
+            if self._pm.has_plugin(name):
+                if self._distributions.get(name, (None,))[0] != distribution:
+                    logger.warning(
+                        "entry point %r of %s is ignored: plugin %r is already loaded from %s",
+                        name,
+                        distribution,
+                        name,
+                        self._distributions.get(name, ("elsewhere",))[0],
+                    )
+                continue
             try:
                 plugin = entry_point.load()
                 self._pm.register(plugin, name=name)
@@ -171,7 +181,7 @@ class PluginHost:
                 continue
             if entry_point.dist is not None:
                 self._distributions[name] = (entry_point.dist.name, entry_point.dist.version)
-        self._backend_types = None
+        self._registry = None
 
     def register(self, plugin: object, name: str | None = None) -> str:
         """Register a plugin object directly (an application's own hooks, a test's); return its name.
@@ -180,8 +190,11 @@ class PluginHost:
             PluginError: the plugin is blocked, or implements a ``granite_storage_*`` hook that does
                 not exist (a misspelt hook would otherwise be ignored silently).
         """
-        registered = self._pm.register(plugin, name=name)
-        self._backend_types = None
+        try:
+            registered = self._pm.register(plugin, name=name)
+        except ValueError as exc:  # the name or the object is registered already
+            raise PluginError(f"cannot register plugin {name!r}: {exc}") from exc
+        self._registry = None
         if registered is None:
             raise PluginError(f"plugin {name!r} is blocked and cannot be registered")
         self._check_hook_names(registered)
@@ -190,17 +203,17 @@ class PluginHost:
     def unregister(self, name: str) -> None:
         """Remove the plugin registered under ``name``."""
         self._pm.unregister(name=name)
-        self._backend_types = None
+        self._registry = None
 
     def backend_types(self) -> Mapping[str, BackendType]:
-        """Every registered backend type, by name.
+        """Every backend type registered by exactly one plugin, by name.
 
-        Raises:
-            PluginError: two plugins registered the same name (the error names both).
+        A name claimed by two plugins is left out (asking for it with :meth:`backend_type` raises an
+        error naming both), and a plugin whose hook raises registers nothing (it is listed in
+        :attr:`failures`); neither affects the other types. In :attr:`strict` mode both raise
+        :class:`PluginError` here instead.
         """
-        if self._backend_types is None:
-            self._backend_types = self._collect_backend_types()
-        return self._backend_types
+        return MappingProxyType(self._collect().types)
 
     def backend_type(self, name: str) -> BackendType:
         """The backend type registered as ``name``.
@@ -210,20 +223,26 @@ class PluginHost:
                 the package that would provide it, and is chained to a plugin's load failure when one
                 may explain the absence.
         """
-        types = self.backend_types()
+        registry = self._collect()
+        types = registry.types
         if name in types:
             return types[name]
+        if name in registry.clashes:
+            raise PluginError(registry.clashes[name])
         installed = ", ".join(
             f"{t.name} ({t.distribution or t.plugin})" for t in sorted(types.values(), key=_by_name)
         )
         hint = _KNOWN_PROVIDERS.get(
             name, f"install the plugin package that provides it (e.g. granite-storage-{name})"
         )
+        if name in self.disabled:
+            hint = f"the plugin {name!r} is disabled ({DISABLE_ENV} or PluginHost(disabled=...))"
         message = f"unknown backend type {name!r}; installed types: {installed or 'none'}. To use it: {hint}"
-        failure = self._failures.get(name) or next(iter(self._failures.values()), None)
+        failures = self.failures
+        failure = failures.get(name) or next(iter(failures.values()), None)
         if failure is None:
             raise ConfigurationError(message)
-        failed = "; ".join(_describe_failure(f) for f in self._failures.values())
+        failed = "; ".join(_describe_failure(f) for f in failures.values())
         raise PluginError(f"{message}. {failed}") from failure.error
 
     def create_backend(self, type_name: str, options: Mapping[str, Any]) -> StorageBackend:
@@ -255,16 +274,20 @@ class PluginHost:
             self._pm.unregister(name=name)
             raise PluginError(f"plugin {name!r} implements an unknown hook: {exc}") from exc
 
-    def _collect_backend_types(self) -> dict[str, BackendType]:
-        types: dict[str, BackendType] = {}
+    def _collect(self) -> _Registry:
+        """Ask every plugin for its backend types (once until plugins change) and sort them out."""
+        if self._registry is not None:
+            return self._registry
+        registry = _Registry()
         caller = self._pm.hook.granite_storage_register_backends
-        # Each implementation is called on its own so that a registration is tied to its plugin:
-        # that is what lets a clash name both plugins.
+        # Each implementation is called on its own, so that a registration is tied to its plugin
+        # (a clash can name both) and a plugin whose hook raises is set aside alone.
         for impl in caller.get_hookimpls():
             if impl.hookwrapper or impl.wrapper:
                 continue  # a wrapper registers nothing of its own
             plugin = impl.plugin_name
             distribution, version = self._distributions.get(plugin, (None, None))
+            registered: list[BackendType] = []
 
             def register(
                 name: str,
@@ -274,18 +297,51 @@ class PluginHost:
                 _plugin: str = plugin,
                 _dist: str | None = distribution,
                 _version: str | None = version,
+                _into: list[BackendType] = registered,
             ) -> None:
                 _check_target(name, target, _plugin)
-                if name in types:
-                    raise PluginError(
-                        f"backend type {name!r} is registered by two plugins: "
-                        f"{_owner(types[name])} and {_owner_of(_plugin, _dist)}"
-                    )
-                types[name] = BackendType(name, target, _plugin, _dist, _version)
+                _into.append(BackendType(name, target, _plugin, _dist, _version))
 
             arguments = {"register": register}
-            impl.function(**{arg: arguments[arg] for arg in impl.argnames})
-        return types
+            try:
+                impl.function(**{arg: arguments[arg] for arg in impl.argnames})
+            except Exception as exc:
+                hook = f"{plugin}.{caller.name}"
+                failure = PluginLoadFailure(plugin, hook, distribution, exc)
+                if self.strict:
+                    raise PluginError(_describe_failure(failure)) from exc
+                logger.warning("%s", _describe_failure(failure), exc_info=exc)
+                registry.failures[plugin] = failure
+                continue
+            for backend_type in registered:
+                registry.add(backend_type, strict=self.strict)
+        self._registry = registry
+        return registry
+
+
+@dataclass
+class _Registry:
+    """The outcome of one round of ``granite_storage_register_backends`` calls."""
+
+    types: dict[str, BackendType] = field(default_factory=dict)
+    clashes: dict[str, str] = field(default_factory=dict)
+    failures: dict[str, PluginLoadFailure] = field(default_factory=dict)
+    _claimed: dict[str, BackendType] = field(default_factory=dict)
+
+    def add(self, backend_type: BackendType, *, strict: bool) -> None:
+        name = backend_type.name
+        first = self._claimed.setdefault(name, backend_type)
+        if first is backend_type:
+            self.types[name] = backend_type
+            return
+        message = self.clashes.get(name) or (
+            f"backend type {name!r} is registered by two plugins: {_owner(first)}"
+        )
+        message += f" and {_owner(backend_type)}"
+        if strict:
+            raise PluginError(message)
+        self.types.pop(name, None)
+        self.clashes[name] = message
 
 
 _default_host: PluginHost | None = None

@@ -10,7 +10,8 @@ from granite_storage.keys import sanitize_segment, validate_key
 
 __all__ = ["StoragePolicy", "parse_size"]
 
-_MAX_PREFIX_LENGTH = 512
+_MAX_PREFIX_BYTES = 512
+_MAX_SEGMENT_BYTES = 255
 _SIZE = re.compile(r"^\s*(\d+)\s*(?:([kmgt])(?:i?b)?|b)?\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
 
@@ -59,10 +60,14 @@ class StoragePolicy:
                 validate_key(prefix)
             except InvalidKeyError as exc:
                 raise ConfigurationError(f"storage key {self.storage_key!r}: {exc}") from exc
-            if len(prefix) > _MAX_PREFIX_LENGTH:
+            # Leave room for the segments and token a built key adds (each at most 64 characters),
+            # and keep every segment a valid file name (255 bytes) on common file systems.
+            if len(prefix.encode()) > _MAX_PREFIX_BYTES or any(
+                len(segment.encode()) > _MAX_SEGMENT_BYTES for segment in prefix.split("/")
+            ):
                 raise ConfigurationError(
                     f"storage key {self.storage_key!r}: key_prefix is longer than "
-                    f"{_MAX_PREFIX_LENGTH} characters"
+                    f"{_MAX_PREFIX_BYTES} bytes, or has a segment longer than {_MAX_SEGMENT_BYTES}"
                 )
             object.__setattr__(self, "key_prefix", prefix)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, TypeVar, runtime_checkable
 
 from granite_storage.errors import ContentTooLargeError
 
@@ -77,7 +77,7 @@ class SizeLimitedStream(io.RawIOBase):
         if size is None or size < 0:
             return self.readall()
         self._check_open()
-        return self._count(self._stream.read(self._allowed(size)))
+        return self._count(_blocking(self._stream.read(self._allowed(size))))
 
     def readall(self) -> bytes:
         """Read to end of file, enforcing the limit chunk by chunk."""
@@ -92,10 +92,12 @@ class SizeLimitedStream(io.RawIOBase):
         view = memoryview(buffer).cast("B")
         view = view[: self._allowed(len(view))]
         inner_readinto = getattr(self._stream, "readinto", None)
-        if inner_readinto is not None:
-            count = inner_readinto(view) or 0
-        else:
-            data = self._stream.read(len(view))
+        try:
+            if inner_readinto is None:
+                raise NotImplementedError
+            count: int = _blocking(inner_readinto(view))
+        except NotImplementedError:  # a stream with read() only (RawIOBase raises this)
+            data = _blocking(self._stream.read(len(view)))
             count = len(data)
             view[:count] = data
         self._count_only(count)
@@ -133,6 +135,20 @@ class SizeLimitedStream(io.RawIOBase):
         if self._max_size is not None and self._bytes_read > self._max_size:
             self._refused = True
             raise ContentTooLargeError(self._max_size)
+
+
+_T = TypeVar("_T")
+
+
+def _blocking(result: _T | None) -> _T:
+    """Return ``result``, refusing ``None``.
+
+    A non-blocking stream returns ``None`` for "no data yet"; taken for end of file, it would
+    truncate the upload silently.
+    """
+    if result is None:
+        raise io.UnsupportedOperation("SizeLimitedStream needs a blocking stream; a read returned None")
+    return result
 
 
 class HashingReader:

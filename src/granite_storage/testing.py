@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
@@ -30,7 +31,7 @@ import pytest
 
 from granite_storage.backend import StorageBackend
 from granite_storage.errors import ContentTooLargeError, InvalidKeyError, ObjectNotFoundError
-from granite_storage.keys import is_within_prefix
+from granite_storage.keys import MAX_KEY_LENGTH, is_within_prefix
 from granite_storage.manager import StorageManager
 from granite_storage.plugins import PluginHost
 from granite_storage.policy import StoragePolicy
@@ -51,6 +52,8 @@ UNSAFE_KEYS = (
     "C:/Windows/win.ini",
     "slot/nul\x00byte",
     "slot/new\nline",
+    "slot/.hidden",
+    "slot/" + "x" * MAX_KEY_LENGTH,
 )
 
 LIMIT = 64 * 1024
@@ -226,6 +229,46 @@ class BackendConformanceSuite:
             f"{base}/docs/sub/b.txt",
         ]
         assert list(backend.list(f"{base}/nothing-here")) == []
+
+    def test_listing_survives_objects_deleted_while_it_runs(self, backend: StorageBackend) -> None:
+        keys = [f"{self.policy_prefix}/churn/{n % 7}/{n}.bin" for n in range(60)]
+        for key in keys:
+            backend.put(key, io.BytesIO(b"x"))
+        listing = backend.list(f"{self.policy_prefix}/churn")
+        first = next(listing)
+        for key in keys:
+            if key != first.key:
+                backend.delete(key)
+        rest = [info.key for info in listing]
+        assert set(rest) <= set(keys)
+
+    @pytest.mark.parametrize("prefix", ["../outside", "/etc", "slot/../..", "slot\\..", "slot/.hidden"])
+    def test_listing_refuses_unsafe_prefixes(self, backend: StorageBackend, prefix: str) -> None:
+        with pytest.raises(InvalidKeyError):
+            list(backend.list(prefix))
+
+    # -- concurrency ------------------------------------------------------------------------------
+
+    def test_concurrent_puts_and_deletes_in_one_directory_all_succeed(self, backend: StorageBackend) -> None:
+        errors: list[BaseException] = []
+
+        def churn(worker: int) -> None:
+            try:
+                for round_ in range(40):
+                    key = f"{self.policy_prefix}/shared/dir/{worker}-{round_}.bin"
+                    backend.put(key, io.BytesIO(b"data"))
+                    assert backend.get(key) == b"data"
+                    backend.delete(key)
+            except BaseException as exc:  # reported below, with the thread's traceback
+                errors.append(exc)
+
+        threads = [threading.Thread(target=churn, args=(worker,)) for worker in range(6)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert errors == []
+        assert self._all_keys(backend) == []
 
     # -- limits and failures leave nothing behind ---------------------------------------------------
 
