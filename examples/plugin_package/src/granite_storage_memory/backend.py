@@ -56,6 +56,9 @@ class MemoryStorageBackend(StorageBackend):
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         """Every object under ``prefix`` (whole segments)."""
+        prefix = prefix.rstrip("/")
+        if prefix:
+            validate_key(prefix)
         with self._lock:
             snapshot = list(self._objects.items())
         for key, (content, stored_at) in snapshot:

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
+import secrets
+import stat
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
 
 from granite_storage import (
+    ConfigurationError,
     InvalidKeyError,
     ObjectInfo,
     ObjectNotFoundError,
@@ -25,17 +27,20 @@ from granite_storage.streams import DEFAULT_CHUNK_SIZE
 __all__ = ["LocalStorageBackend"]
 
 # Temporary files live beside their final path (a rename never crosses file systems) and start
-# with a dot; keys may not have dot-leading segments, so no key can name one.
+# with a dot; valid keys have no dot-leading segments, so no key can name one.
 _TEMP_PREFIX = ".granite-"
 _TEMP_SUFFIX = ".part"
-_MKDIR_ATTEMPTS = 5
+_MKDIR_ATTEMPTS = 20
+_Paths = list[str]  # spelt here: inside the class, `list` is the backend's own method
 
 
 class LocalStorageBackend(StorageBackend):
     """Store each object as a file at ``root/<key>``.
 
     Args:
-        root: The directory that holds every object; created (with parents) if missing.
+        root: The directory that holds every object; created (with parents) if missing. A root
+            that cannot be created or is not a directory raises
+            :class:`~granite_storage.ConfigurationError`.
         fsync: Flush each file and its directory to disk before :meth:`put` returns, so a power loss
             cannot lose an object the caller was told is stored. Slower; off by default.
         chunk_size: Bytes copied per read while storing.
@@ -43,8 +48,9 @@ class LocalStorageBackend(StorageBackend):
     Writes are atomic (temporary file in the target directory, then ``os.replace``): a reader sees
     the old object or the whole new one, and a crash leaves no partial object at a key. Every key is
     checked before use: keys that could leave the root (``..``, absolute paths, backslashes, NUL,
-    dot-leading segments, or a path through a symlink that points outside the root) raise
-    :class:`~granite_storage.InvalidKeyError` and touch nothing.
+    or a path through a symlink that points outside the root) raise
+    :class:`~granite_storage.InvalidKeyError` and touch nothing. Object files get the permissions
+    of any file the process creates (``0o666`` less the umask).
     """
 
     def __init__(
@@ -54,11 +60,14 @@ class LocalStorageBackend(StorageBackend):
         fsync: bool = False,
         chunk_size: int = DEFAULT_CHUNK_SIZE,
     ) -> None:
-        if chunk_size <= 0:
-            raise ValueError(f"chunk_size must be positive, got {chunk_size}")
+        if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size <= 0:
+            raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
         path = Path(root)
-        path.mkdir(parents=True, exist_ok=True)
-        self.root = path.resolve(strict=True)
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+            self.root = path.resolve(strict=True)
+        except OSError as exc:
+            raise ConfigurationError(f"cannot use {str(path)!r} as a storage root: {exc}") from exc
         self.fsync = fsync
         self.chunk_size = chunk_size
         self._root = str(self.root)
@@ -76,27 +85,42 @@ class LocalStorageBackend(StorageBackend):
     ) -> None:
         """Copy ``stream`` to a temporary file beside the target, then rename it into place.
 
-        Content type and filename are not recorded on disk; the reference carries them.
+        Content type and filename are not recorded on disk; the reference carries them. With
+        ``fsync``, the file, its directory and every directory this call created are flushed before
+        it returns; if that fails the object is removed again and the error raised.
         """
         path = self._path(key)
-        file, temp_path = self._create_temp_file(key, os.path.dirname(path))
+        directory = os.path.dirname(path)
+        file, temp_path, created = self._create_temp_file(key, directory)
         try:
             with file:
                 self._copy(key, stream, file)
             with _disk_errors(key):
+                # The directory was checked before the copy; check again right before publishing,
+                # so a directory swapped for an outward symlink meanwhile is caught.
+                self._check_inside_root(key, path)
                 os.replace(temp_path, path)
-                if self.fsync:
-                    _fsync_directory(os.path.dirname(path))
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(temp_path)
+            self._prune_empty_directories(directory)
             raise
+        if self.fsync:
+            try:
+                with _disk_errors(key):
+                    for synced in dict.fromkeys([directory, *map(os.path.dirname, created)]):
+                        _fsync_directory(synced)
+            except StorageError:
+                # Not durable means not stored: take the object back rather than report a failure
+                # and leave it in place.
+                self.delete(key)
+                raise
 
     def open(self, key: str) -> BinaryIO:
         """Open the object's file for reading."""
         path = self._path(key)
         try:
-            return open(path, "rb")
+            return open(path, "rb")  # the caller owns and closes it
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             raise ObjectNotFoundError(key) from None
         except OSError as exc:
@@ -111,7 +135,7 @@ class LocalStorageBackend(StorageBackend):
             raise ObjectNotFoundError(key) from None
         except OSError as exc:
             raise _storage_error(key, exc) from exc
-        if not os.path.isfile(path):
+        if not stat.S_ISREG(result.st_mode):
             raise ObjectNotFoundError(key)
         return ObjectInfo(key, result.st_size, datetime.fromtimestamp(result.st_mtime, UTC))
 
@@ -131,55 +155,82 @@ class LocalStorageBackend(StorageBackend):
         self._prune_empty_directories(os.path.dirname(path))
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
-        """Walk the directory of ``prefix`` and yield every object file below it.
+        """Walk the directory of ``prefix`` depth first and yield every object file below it.
 
-        Temporary files of uploads in progress are not listed, nor are symlinks.
+        Temporary files of uploads in progress are not listed, nor are symlinks; files deleted while
+        the walk runs are skipped. Memory is bounded by the depth of the tree, not its size: one
+        open directory per level.
         """
-        prefix = prefix.strip("/")
-        pending = [(self._path(prefix), prefix + "/")] if prefix else [(self._root, "")]
-        while pending:
-            directory, key_prefix = pending.pop()
-            try:
-                entries = os.scandir(directory)
-            except (FileNotFoundError, NotADirectoryError):
-                continue
-            with entries:
-                for entry in entries:
-                    if entry.name.startswith("."):
-                        continue
-                    key = key_prefix + entry.name
-                    if entry.is_dir(follow_symlinks=False):
-                        pending.append((entry.path, key + "/"))
-                    elif entry.is_file(follow_symlinks=False):
-                        result = entry.stat(follow_symlinks=False)
-                        modified = datetime.fromtimestamp(result.st_mtime, UTC)
-                        yield ObjectInfo(key, result.st_size, modified)
+        prefix = prefix.rstrip("/")
+        if prefix:
+            return self._walk(self._path(prefix), prefix + "/")
+        return self._walk(self._root, "")
+
+    def _walk(self, directory: str, key_prefix: str) -> Iterator[ObjectInfo]:
+        try:
+            entries = os.scandir(directory)
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        except OSError as exc:
+            raise _storage_error(key_prefix or "/", exc) from exc
+        with entries:
+            for entry in entries:
+                if entry.name.startswith("."):
+                    continue
+                key = key_prefix + entry.name
+                try:
+                    result = entry.stat(follow_symlinks=False)
+                except FileNotFoundError:
+                    continue  # deleted since the directory was read
+                except OSError as exc:
+                    raise _storage_error(key, exc) from exc
+                if stat.S_ISDIR(result.st_mode):
+                    yield from self._walk(entry.path, key + "/")
+                elif stat.S_ISREG(result.st_mode):
+                    modified = datetime.fromtimestamp(result.st_mtime, UTC)
+                    yield ObjectInfo(key, result.st_size, modified)
 
     def _path(self, key: str) -> str:
         """The file system path of ``key``, after checking that it stays inside the root."""
-        segments = validate_key(key).split("/")
-        if any(segment.startswith(".") for segment in segments):
-            raise InvalidKeyError(key, "the local backend reserves dot-leading segments")
-        path = os.path.join(self._root, *segments)
-        resolved = os.path.realpath(path)
-        if not resolved.startswith(self._root + os.sep):
-            raise InvalidKeyError(key, "it resolves outside the storage root")
+        path = os.path.join(self._root, *validate_key(key).split("/"))
+        self._check_inside_root(key, path)
         return path
 
-    def _create_temp_file(self, key: str, directory: str) -> tuple[BinaryIO, str]:
-        # A concurrent delete may prune the directory between mkdir and mkstemp: try again.
+    def _check_inside_root(self, key: str, path: str) -> None:
+        if not os.path.realpath(path).startswith(self._root + os.sep):
+            raise InvalidKeyError(key, "it resolves outside the storage root")
+
+    def _create_temp_file(self, key: str, directory: str) -> tuple[BinaryIO, str, _Paths]:
+        """Create ``directory`` as needed and a temporary file in it; return the new directories."""
+        created: _Paths = []
+        # A concurrent delete may prune a directory between its creation and mkstemp: try again.
         for attempt in range(_MKDIR_ATTEMPTS):
             try:
-                os.makedirs(directory, exist_ok=True)
-                fd, temp_path = tempfile.mkstemp(dir=directory, prefix=_TEMP_PREFIX, suffix=_TEMP_SUFFIX)
+                created += self._make_directories(directory)
+                fd, temp_path = _create_exclusive(directory)
             except FileNotFoundError as exc:
                 if attempt + 1 == _MKDIR_ATTEMPTS:
                     raise _storage_error(key, exc) from exc
                 continue
             except OSError as exc:
                 raise _storage_error(key, exc) from exc
-            return os.fdopen(fd, "wb"), temp_path
+            return os.fdopen(fd, "wb"), temp_path, created
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _make_directories(self, directory: str) -> _Paths:
+        """Create the missing directories down to ``directory``, one level at a time; return them."""
+        missing = []
+        while directory != self._root and not os.path.isdir(directory):
+            missing.append(directory)
+            directory = os.path.dirname(directory)
+        created = []
+        for path in reversed(missing):
+            try:
+                os.mkdir(path)
+            except FileExistsError:
+                continue  # made by a concurrent put
+            created.append(path)
+        return created
 
     def _copy(self, key: str, stream: Readable, file: BinaryIO) -> None:
         """Copy ``stream`` into ``file``. Errors from the stream propagate as they are."""
@@ -215,6 +266,22 @@ def _storage_error(key: str, exc: OSError) -> StorageError:
     if isinstance(exc, PermissionError):
         return StoragePermissionError(f"local storage denied access to {key!r}: {exc.strerror}")
     return StorageError(f"local storage failed on {key!r}: {exc}")
+
+
+def _create_exclusive(directory: str) -> tuple[int, str]:
+    """Create a new, empty temporary file in ``directory``; return its descriptor and path.
+
+    Not ``tempfile.mkstemp``: that creates files private to their owner (0o600), while an object
+    should get the mode of any file the application writes (0o666 less the umask, applied by the
+    kernel here), e.g. so that a web server can serve the directory.
+    """
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0)
+    while True:
+        path = os.path.join(directory, f"{_TEMP_PREFIX}{secrets.token_hex(8)}{_TEMP_SUFFIX}")
+        try:
+            return os.open(path, flags, 0o666), path
+        except FileExistsError:
+            continue  # 64 random bits collided: draw again
 
 
 def _fsync_directory(directory: str) -> None:

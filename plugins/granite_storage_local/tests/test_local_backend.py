@@ -1,0 +1,421 @@
+"""The local backend beyond the conformance suite: its root, configuration by name, its options,
+deletes that prune directories, and disk errors surfacing as storage errors.
+
+Atomic writes and crashes are in ``test_atomic_writes.py``, symlinks and hidden names in
+``test_confinement.py``, memory use in ``test_streaming_memory.py``.
+"""
+
+import errno
+import io
+import os
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from granite_storage import (
+    ConfigurationError,
+    ObjectNotFoundError,
+    PluginHost,
+    StorageError,
+    StorageManager,
+    StoragePermissionError,
+)
+from granite_storage.backends.local import LocalStorageBackend as SeedLocalStorageBackend
+from granite_storage_local import LocalStorageBackend
+
+
+def all_files(root: Path) -> list[str]:
+    """Every file below ``root``, dotfiles included, as sorted relative paths."""
+    return sorted(str(path.relative_to(root)) for path in root.rglob("*") if not path.is_dir())
+
+
+# -- the root ---------------------------------------------------------------------------------------
+
+
+def test_root_is_created_with_its_parents_when_missing(tmp_path: Path) -> None:
+    root = tmp_path / "var" / "storage" / "files"
+    LocalStorageBackend(root)
+    assert root.is_dir()
+
+
+@pytest.mark.parametrize("as_root", [str, Path], ids=["str", "Path"])
+def test_root_accepts_str_and_path(tmp_path: Path, as_root: Callable[[Path], str | Path]) -> None:
+    backend = LocalStorageBackend(as_root(tmp_path / "root"))
+    backend.put("docs/a.txt", io.BytesIO(b"hello"))
+    assert backend.root == (tmp_path / "root").resolve()
+    assert (tmp_path / "root" / "docs" / "a.txt").read_bytes() == b"hello"
+
+
+def test_a_key_of_one_segment_is_stored_directly_under_the_root(
+    backend: LocalStorageBackend, root: Path
+) -> None:
+    backend.put("top.bin", io.BytesIO(b"top level"))
+    assert (root / "top.bin").read_bytes() == b"top level"
+    assert backend.get("top.bin") == b"top level"
+    assert [info.key for info in backend.list()] == ["top.bin"]
+    backend.delete("top.bin")
+    assert os.listdir(root) == []
+
+
+def test_an_existing_root_keeps_the_objects_already_in_it(root: Path) -> None:
+    (root / "docs").mkdir(parents=True)
+    (root / "docs" / "a.txt").write_bytes(b"stored earlier")
+    backend = LocalStorageBackend(root)
+    assert backend.get("docs/a.txt") == b"stored earlier"
+
+
+def test_a_relative_root_is_resolved_once_at_construction(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    backend = LocalStorageBackend("var/storage")
+    monkeypatch.chdir(tmp_path / "var")
+    backend.put("docs/a.txt", io.BytesIO(b"x"))
+    assert backend.root == tmp_path.resolve() / "var" / "storage"
+    assert (tmp_path / "var" / "storage" / "docs" / "a.txt").read_bytes() == b"x"
+
+
+def test_a_root_reached_through_a_symlink_stores_at_the_real_directory(tmp_path: Path) -> None:
+    real = tmp_path / "real"
+    real.mkdir()
+    (tmp_path / "link").symlink_to(real, target_is_directory=True)
+    backend = LocalStorageBackend(tmp_path / "link")
+    backend.put("docs/a.txt", io.BytesIO(b"x"))
+    assert backend.root == real.resolve()
+    assert (real / "docs" / "a.txt").read_bytes() == b"x"
+
+
+def test_a_root_that_is_a_file_is_refused_with_a_storage_error(tmp_path: Path) -> None:
+    not_a_directory = tmp_path / "storage"
+    not_a_directory.write_bytes(b"")
+    with pytest.raises(StorageError) as excinfo:
+        LocalStorageBackend(not_a_directory)
+    assert isinstance(excinfo.value.__cause__, OSError)
+
+
+def test_the_seed_import_path_is_the_plugin_class() -> None:
+    assert SeedLocalStorageBackend is LocalStorageBackend
+
+
+# -- built by name from configuration ---------------------------------------------------------------
+
+
+@pytest.fixture
+def plugins() -> PluginHost:
+    """A plugin host that discovered the installed plugins through their entry points."""
+    host = PluginHost(disabled=())
+    host.load_entry_points()
+    return host
+
+
+def test_the_local_type_is_registered_by_the_plugin_entry_point(plugins: PluginHost) -> None:
+    local = plugins.backend_type("local")
+    assert (local.plugin, local.distribution) == ("local", "granite-storage-local")
+    assert local.target == "granite_storage_local.backend:LocalStorageBackend"
+    assert local.load() is LocalStorageBackend
+
+
+def test_from_config_builds_a_local_backend_by_its_type_name(tmp_path: Path, plugins: PluginHost) -> None:
+    manager = StorageManager.from_config(
+        {
+            "backends": {"files": {"type": "local", "root": str(tmp_path / "storage")}},
+            "policies": {"documents": {"backend": "files", "max_size": "1MB", "key_prefix": "docs"}},
+        },
+        plugins=plugins,
+    )
+    backend = manager.backend("files")
+    assert isinstance(backend, LocalStorageBackend)
+    assert backend.root == (tmp_path / "storage").resolve()
+    ref = manager.put_bytes(
+        storage_key="documents",
+        model_name="report",
+        entity_id="7",
+        field_name="file",
+        content=b"quarterly figures",
+        original_filename="q3.pdf",
+    )
+    assert ref.location.startswith("docs/report/7/file/")
+    assert (backend.root / ref.location).read_bytes() == b"quarterly figures"
+
+
+def test_from_config_with_the_default_plugin_host_finds_the_local_type(tmp_path: Path) -> None:
+    manager = StorageManager.from_config(
+        {
+            "backends": {"files": {"type": "local", "root": str(tmp_path / "storage")}},
+            "policies": {"documents": {"backend": "files"}},
+        }
+    )
+    assert isinstance(manager.backend("files"), LocalStorageBackend)
+
+
+def test_from_a_toml_file_the_options_become_keyword_arguments(tmp_path: Path, plugins: PluginHost) -> None:
+    config = tmp_path / "storage.toml"
+    config.write_text(
+        "[backends.files]\n"
+        'type = "local"\n'
+        f"root = '{tmp_path / 'storage'}'\n"
+        "fsync = true\n"
+        "chunk_size = 4096\n"
+        "\n"
+        "[policies.documents]\n"
+        'backend = "files"\n',
+        encoding="utf-8",
+    )
+    backend = StorageManager.from_config(config, plugins=plugins).backend("files")
+    assert isinstance(backend, LocalStorageBackend)
+    assert (backend.root, backend.fsync, backend.chunk_size) == ((tmp_path / "storage").resolve(), True, 4096)
+
+
+def test_an_unknown_option_is_a_configuration_error_naming_it(tmp_path: Path, plugins: PluginHost) -> None:
+    with pytest.raises(ConfigurationError, match="compression"):
+        StorageManager.from_config(
+            {"backends": {"files": {"type": "local", "root": str(tmp_path), "compression": "zstd"}}},
+            plugins=plugins,
+        )
+
+
+# -- chunk_size and fsync ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("chunk_size", [0, -1])
+def test_chunk_size_must_be_positive(tmp_path: Path, chunk_size: int) -> None:
+    with pytest.raises(ValueError, match="chunk_size"):
+        LocalStorageBackend(tmp_path / "root", chunk_size=chunk_size)
+
+
+def test_an_invalid_chunk_size_is_refused_before_the_root_is_created(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="chunk_size"):
+        LocalStorageBackend(tmp_path / "root", chunk_size=0)
+    assert not (tmp_path / "root").exists()
+
+
+def test_a_chunk_size_that_is_not_an_integer_is_refused(tmp_path: Path) -> None:
+    with pytest.raises((TypeError, ValueError), match="chunk_size"):
+        LocalStorageBackend(tmp_path / "root", chunk_size=65536.0)  # type: ignore[arg-type]
+
+
+class RecordingStream:
+    """A non-seekable stream that records the size of every read asked of it."""
+
+    def __init__(self, content: bytes) -> None:
+        self._stream = io.BytesIO(content)
+        self.requested: list[int] = []
+
+    def read(self, size: int = -1, /) -> bytes:
+        self.requested.append(size)
+        return self._stream.read(size)
+
+
+def test_the_stream_is_read_chunk_size_bytes_at_a_time(tmp_path: Path) -> None:
+    backend = LocalStorageBackend(tmp_path / "root", chunk_size=1000)
+    stream = RecordingStream(b"z" * 2500)
+    backend.put("docs/a.bin", stream)
+    assert stream.requested == [1000, 1000, 1000, 1000]  # the last read finds end of file
+    assert backend.get("docs/a.bin") == b"z" * 2500
+
+
+@pytest.mark.parametrize("chunk_size", [1, 7, 4096, 1024 * 1024])
+def test_any_positive_chunk_size_stores_the_whole_stream(tmp_path: Path, chunk_size: int) -> None:
+    content = os.urandom(10_007)
+    backend = LocalStorageBackend(tmp_path / "root", chunk_size=chunk_size)
+    backend.put("docs/a.bin", io.BytesIO(content))
+    assert backend.get("docs/a.bin") == content
+
+
+def test_fsync_true_round_trips_objects_in_new_and_existing_directories(root: Path) -> None:
+    backend = LocalStorageBackend(root, fsync=True)
+    contents = {"docs/a.bin": b"", "docs/2024/01/report.pdf": os.urandom(300_000), "docs/2024/01/b": b"b"}
+    for key, content in contents.items():
+        backend.put(key, io.BytesIO(content))
+    backend.put("docs/a.bin", io.BytesIO(b"replaced"))
+    contents["docs/a.bin"] = b"replaced"
+    for key, content in contents.items():
+        assert backend.get(key) == content
+        assert backend.stat(key).size == len(content)
+    assert all_files(root) == sorted(contents)
+
+
+def test_fsync_true_through_the_manager(root: Path) -> None:
+    manager = StorageManager.from_config(
+        {
+            "backends": {"files": {"type": "local", "root": str(root), "fsync": True}},
+            "policies": {"documents": {"backend": "files"}},
+        }
+    )
+    ref = manager.put_stream(
+        storage_key="documents", model_name="m", entity_id="1", field_name="f", stream=io.BytesIO(b"durable")
+    )
+    assert manager.get(ref) == b"durable"
+
+
+# -- deletes prune the directories they empty ------------------------------------------------------
+
+
+def test_delete_removes_the_directories_it_leaves_empty_up_to_the_root(
+    backend: LocalStorageBackend, root: Path
+) -> None:
+    backend.put("docs/report/7/file/a.pdf", io.BytesIO(b"a"))
+    backend.delete("docs/report/7/file/a.pdf")
+    assert root.is_dir()
+    assert os.listdir(root) == []
+
+
+def test_delete_keeps_directories_that_still_hold_objects(backend: LocalStorageBackend, root: Path) -> None:
+    backend.put("docs/report/7/file/a.pdf", io.BytesIO(b"a"))
+    backend.put("docs/report/8/file/b.pdf", io.BytesIO(b"b"))
+    backend.delete("docs/report/7/file/a.pdf")
+    assert os.listdir(root / "docs" / "report") == ["8"]
+    assert backend.get("docs/report/8/file/b.pdf") == b"b"
+
+
+def test_delete_of_a_missing_key_creates_and_removes_nothing(
+    backend: LocalStorageBackend, root: Path
+) -> None:
+    backend.put("docs/a.pdf", io.BytesIO(b"a"))
+    backend.delete("docs/never/stored.pdf")
+    backend.delete("elsewhere/never/stored.pdf")
+    assert all_files(root) == ["docs/a.pdf"]
+
+
+def test_a_directory_is_not_an_object(backend: LocalStorageBackend, root: Path) -> None:
+    backend.put("docs/2024/a.pdf", io.BytesIO(b"a"))
+    assert not backend.exists("docs/2024")
+    with pytest.raises(ObjectNotFoundError):
+        backend.open("docs/2024")
+    with pytest.raises(ObjectNotFoundError):
+        backend.stat("docs/2024")
+    backend.delete("docs/2024")
+    assert backend.get("docs/2024/a.pdf") == b"a"
+
+
+def test_concurrent_puts_and_deletes_in_one_directory_never_fail(
+    backend: LocalStorageBackend, root: Path
+) -> None:
+    # Deleting the last object of a directory prunes it (and its empty parents) while other threads
+    # create it again for their next put: neither side may fail because of the other.
+    threads, rounds = 8, 600
+    start, failed = threading.Barrier(threads), threading.Event()
+    errors: list[BaseException] = []
+
+    def put_and_delete(worker: int) -> None:
+        try:
+            start.wait()
+            for round_ in range(rounds):
+                if failed.is_set():
+                    return
+                key = f"slot/model/{worker % 2}/field/{worker}-{round_}.bin"
+                backend.put(key, io.BytesIO(b"x"))
+                backend.delete(key)
+        except BaseException as exc:
+            errors.append(exc)
+            failed.set()
+
+    workers = [threading.Thread(target=put_and_delete, args=(n,)) for n in range(threads)]
+    for thread in workers:
+        thread.start()
+    for thread in workers:
+        thread.join()
+    assert errors == []
+    assert list(backend.list()) == []
+    assert os.listdir(root) == []
+
+
+# -- disk errors are storage errors ------------------------------------------------------------------
+
+
+def test_a_key_below_an_existing_object_fails_with_a_storage_error(
+    backend: LocalStorageBackend, root: Path
+) -> None:
+    backend.put("docs/report.pdf", io.BytesIO(b"report"))
+    with pytest.raises(StorageError) as excinfo:
+        backend.put("docs/report.pdf/appendix.pdf", io.BytesIO(b"appendix"))
+    assert isinstance(excinfo.value.__cause__, OSError)
+    assert all_files(root) == ["docs/report.pdf"]
+    assert backend.get("docs/report.pdf") == b"report"
+
+
+def test_putting_at_a_directory_fails_with_a_storage_error_and_leaves_it_alone(
+    backend: LocalStorageBackend, root: Path
+) -> None:
+    backend.put("docs/2024/a.pdf", io.BytesIO(b"a"))
+    with pytest.raises(StorageError) as excinfo:
+        backend.put("docs/2024", io.BytesIO(b"not a directory"))
+    assert isinstance(excinfo.value.__cause__, OSError)
+    assert all_files(root) == ["docs/2024/a.pdf"]
+
+
+def test_a_name_too_long_for_the_file_system_fails_with_a_storage_error(
+    backend: LocalStorageBackend, root: Path
+) -> None:
+    with pytest.raises(StorageError) as excinfo:
+        backend.put("docs/" + "n" * 300 + ".bin", io.BytesIO(b"x"))
+    cause = excinfo.value.__cause__
+    assert isinstance(cause, OSError)
+    assert cause.errno == errno.ENAMETOOLONG
+    assert all_files(root) == []
+
+
+@pytest.fixture
+def permissions_enforced(tmp_path: Path) -> None:
+    """Skip unless file permissions bind this process: root (``os.geteuid() == 0``) with its usual
+    CAP_DAC_OVERRIDE writes into read-only directories, so nothing would be denied.
+
+    CI sets ``GRANITE_TEST_REQUIRE_PERMISSIONS=1`` where it drops that capability: there, not
+    binding is a failure of the set-up, not a reason to skip.
+    """
+    probe = tmp_path / "permission-probe"
+    probe.mkdir(mode=0o500)
+    try:
+        (probe / "file").touch()
+    except PermissionError:
+        return
+    finally:
+        probe.chmod(0o700)
+    reason = f"file permissions do not bind this process (euid {os.geteuid()}, e.g. root)"
+    if os.environ.get("GRANITE_TEST_REQUIRE_PERMISSIONS") == "1":
+        pytest.fail(reason)
+    pytest.skip(reason)
+
+
+@pytest.fixture
+def read_only_docs(permissions_enforced: None, backend: LocalStorageBackend, root: Path) -> Iterator[Path]:
+    """``root/docs`` holding ``a.pdf``, made read-only (0o500) for the test and writable again after."""
+    backend.put("docs/a.pdf", io.BytesIO(b"a"))
+    docs = root / "docs"
+    docs.chmod(0o500)
+    try:
+        yield docs
+    finally:
+        docs.chmod(0o700)
+
+
+def test_put_into_a_read_only_directory_raises_a_storage_permission_error(
+    backend: LocalStorageBackend, read_only_docs: Path
+) -> None:
+    with pytest.raises(StoragePermissionError) as excinfo:
+        backend.put("docs/b.pdf", io.BytesIO(b"b"))
+    assert isinstance(excinfo.value, PermissionError)
+    assert isinstance(excinfo.value.__cause__, PermissionError)
+    assert os.listdir(read_only_docs) == ["a.pdf"]
+
+
+def test_delete_in_a_read_only_directory_raises_a_storage_permission_error(
+    backend: LocalStorageBackend, read_only_docs: Path
+) -> None:
+    with pytest.raises(StoragePermissionError):
+        backend.delete("docs/a.pdf")
+    assert backend.get("docs/a.pdf") == b"a"
+
+
+@pytest.mark.usefixtures("permissions_enforced")
+def test_reading_an_unreadable_file_raises_a_storage_permission_error(
+    backend: LocalStorageBackend, root: Path
+) -> None:
+    backend.put("docs/a.pdf", io.BytesIO(b"a"))
+    (root / "docs" / "a.pdf").chmod(0o000)
+    with pytest.raises(StoragePermissionError):
+        backend.open("docs/a.pdf")
+    with pytest.raises(StoragePermissionError):
+        backend.get("docs/a.pdf")
