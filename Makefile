@@ -19,9 +19,12 @@ help:
 	@echo "make docs-serve  build the docs and serve them on http://127.0.0.1:8000"
 	@echo "make bench       run the benchmarks (BENCH_SIZE=quick|full)"
 
+# uv goes into a virtualenv of its own; where the venv module is missing (Debian without
+# python3-venv), pip installs it into .tools/lib instead.
 .tools/bin/uv:
-	$(PYTHON) -m venv .tools
-	.tools/bin/python -m pip install --quiet uv
+	$(PYTHON) -m venv .tools && .tools/bin/python -m pip install --quiet uv || { \
+		rm -rf .tools && $(PYTHON) -m pip install --quiet --target .tools/lib uv && \
+		mkdir -p .tools/bin && ln -s ../lib/bin/uv .tools/bin/uv; }
 
 install: $(UV)
 	$(UV) sync --all-packages
