@@ -105,13 +105,14 @@ class BackendType:
 
 @dataclass(frozen=True, slots=True)
 class PluginLoadFailure:
-    """An entry point that could not be loaded.
+    """A plugin set aside: its entry point could not be loaded, or its registration hook failed.
 
     Attributes:
-        name: The entry-point name.
-        value: What it points at (``"module"`` or ``"module:attr"``).
-        distribution: The distribution that declares it, when known.
-        error: The exception raised while loading it.
+        name: The plugin's name (its entry-point name).
+        value: What failed: the entry point's target (``"module"`` or ``"module:attr"``), or the
+            hook (``"<plugin>.granite_storage_register_backends"``).
+        distribution: The distribution that ships the plugin, when known.
+        error: The exception raised.
     """
 
     name: str
@@ -220,8 +221,11 @@ class PluginHost:
 
         Raises:
             ConfigurationError: no plugin registered it; the message names the installed types and
-                the package that would provide it, and is chained to a plugin's load failure when one
-                may explain the absence.
+                the package that would provide it (or says that its plugin is disabled).
+            PluginError: two plugins claim the name (the message names both); or no plugin
+                registered it while some plugin failed, which may explain the absence: the message
+                lists the failures, and the error is chained to the one named like the type, else
+                to the first.
         """
         registry = self._collect()
         types = registry.types
