@@ -26,8 +26,9 @@ help:
 		rm -rf .tools && $(PYTHON) -m pip install --quiet --target .tools/lib uv && \
 		mkdir -p .tools/bin && ln -s ../lib/bin/uv .tools/bin/uv; }
 
+# --inexact: packages you installed into .venv yourself (a plugin you are writing) stay installed.
 install: $(UV)
-	$(UV) sync --all-packages
+	$(UV) sync --all-packages --inexact
 
 demo: install
 	$(RUN) python examples/quickstart.py

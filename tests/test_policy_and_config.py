@@ -420,3 +420,37 @@ def test_configuration_errors_are_storage_errors() -> None:
 def test_a_key_prefix_too_long_in_bytes_or_per_segment_is_refused(prefix: str) -> None:
     with pytest.raises(ConfigurationError, match="longer than"):
         StoragePolicy("documents", backend_key="local", key_prefix=prefix)
+
+
+def test_a_storage_table_inside_a_larger_toml_file_is_picked_by_section(
+    tmp_path: Path, storage_root: Path, plugin_host: PluginHost
+) -> None:
+    nested = TOML_CONFIG.format(root=storage_root.as_posix()).replace("[backends.", "[app.storage.backends.")
+    nested = nested.replace("[policies.", "[app.storage.policies.")
+    config_file = tmp_path / "app.toml"
+    config_file.write_text('[app]\nname = "demo"\n' + nested, encoding="utf-8")
+    manager = StorageManager.from_config(config_file, section="app.storage", plugins=plugin_host)
+    assert manager.policy("documents").max_size == 10 * MiB
+    store_and_read_back(manager)
+
+
+def test_a_missing_section_is_a_configuration_error(plugin_host: PluginHost) -> None:
+    with pytest.raises(ConfigurationError, match="no table 'storage'"):
+        StorageManager.from_config({"app": {}}, section="storage", plugins=plugin_host)
+
+
+def test_a_larger_config_without_section_suggests_it(plugin_host: PluginHost) -> None:
+    with pytest.raises(ConfigurationError, match="section="):
+        StorageManager.from_config({"storage": {}}, plugins=plugin_host)
+
+
+def test_a_bad_size_names_its_policy(plugin_host: PluginHost, storage_root: Path) -> None:
+    config = config_of_type("local", root=str(storage_root))
+    config["policies"] = {"documents": {"backend": "files", "max_size": "10 megabytes"}}
+    with pytest.raises(ConfigurationError, match=r"policy 'documents': max_size: not a size"):
+        StorageManager.from_config(config, plugins=plugin_host)
+
+
+def test_a_misspelt_backend_type_gets_a_suggestion(plugin_host: PluginHost) -> None:
+    with pytest.raises(ConfigurationError, match="did you mean 'local'"):
+        StorageManager.from_config(config_of_type("lcoal", root="x"), plugins=plugin_host)

@@ -400,3 +400,9 @@ def test_readinto_falls_back_to_read_when_the_stream_has_no_readinto() -> None:
     assert stream.readinto(buffer) == 4
     assert bytes(buffer) == b"abcd"
     assert stream.read() == b"ef"
+
+
+def test_a_text_stream_is_refused_with_a_hint_to_open_in_binary_mode() -> None:
+    stream = SizeLimitedStream(io.StringIO("not bytes"), max_size=None)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="'rb'"):
+        stream.read(4)

@@ -37,11 +37,15 @@ _TOP_LEVEL = {"backends", "policies"}
 _POLICY_OPTIONS = {"backend", "max_size", "key_prefix"}
 
 
-def read_config(source: ConfigSource) -> Mapping[str, Any]:
+def read_config(source: ConfigSource, *, section: str | None = None) -> Mapping[str, Any]:
     """Return the configuration mapping from ``source`` (a mapping, or a TOML file's path).
 
+    ``section`` picks a table inside a larger configuration, by dotted path: with
+    ``section="storage"``, a file's ``[storage.backends.files]`` table configures backend ``files``.
+
     Raises:
-        ConfigurationError: the file cannot be read or parsed, or the shape is wrong.
+        ConfigurationError: the file cannot be read or parsed, the section is missing, or the shape
+            is wrong.
     """
     if isinstance(source, Mapping):
         config = source
@@ -54,10 +58,16 @@ def read_config(source: ConfigSource) -> Mapping[str, Any]:
             raise ConfigurationError(f"cannot read storage config {str(path)!r}: {exc}") from exc
         except tomllib.TOMLDecodeError as exc:
             raise ConfigurationError(f"storage config {str(path)!r} is not TOML: {exc}") from exc
+    for name in section.split(".") if section else ():
+        table = config.get(name)
+        if not isinstance(table, Mapping):
+            raise ConfigurationError(f"storage config has no table {section!r}")
+        config = table
     unknown = set(config) - _TOP_LEVEL
     if unknown:
         raise ConfigurationError(
-            f"unknown storage config sections {sorted(unknown)}; expected {sorted(_TOP_LEVEL)}"
+            f"unknown storage config sections {sorted(unknown)}; expected {sorted(_TOP_LEVEL)} "
+            "(for a storage table inside a larger config, pass section=...)"
         )
     return config
 
@@ -90,11 +100,12 @@ def build_policies(config: Mapping[str, Any]) -> dict[str, StoragePolicy]:
         backend = options.get("backend")
         if not isinstance(backend, str):
             raise ConfigurationError(f"policy {storage_key!r} needs 'backend', a backend's name")
+        try:
+            max_size = parse_size(options.get("max_size"))
+        except ConfigurationError as exc:
+            raise ConfigurationError(f"policy {storage_key!r}: max_size: {exc}") from None
         policies[storage_key] = StoragePolicy(
-            storage_key,
-            backend_key=backend,
-            max_size=parse_size(options.get("max_size")),
-            key_prefix=options.get("key_prefix"),
+            storage_key, backend_key=backend, max_size=max_size, key_prefix=options.get("key_prefix")
         )
     return policies
 

@@ -82,17 +82,20 @@ class StorageManager:
             self._check_policy(policy)
 
     @classmethod
-    def from_config(cls, config: ConfigSource, *, plugins: PluginHost | None = None) -> StorageManager:
+    def from_config(
+        cls, config: ConfigSource, *, section: str | None = None, plugins: PluginHost | None = None
+    ) -> StorageManager:
         """Build a manager from a mapping or a TOML file, creating backends by registered type name.
 
-        See :mod:`granite_storage.config` for the format.
+        See :mod:`granite_storage.config` for the format. ``section`` names the table to use inside a
+        larger configuration, by dotted path (``"storage"``, ``"tool.myapp.storage"``).
 
         Raises:
             ConfigurationError: the config is invalid or names an unknown backend type (the message
                 names the installed types and the package that would provide it).
         """
         host = plugins if plugins is not None else default_plugin_host()
-        mapping = read_config(config)
+        mapping = read_config(config, section=section)
         policies = build_policies(mapping)  # first: it has no side effects, backends may create roots
         return cls(backends=build_backends(mapping, host), policies=policies, plugins=host)
 

@@ -16,6 +16,7 @@ Operators can act on discovery through the environment:
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import importlib.metadata
 import logging
@@ -56,7 +57,7 @@ STRICT_ENV = "GRANITE_STORAGE_STRICT_PLUGINS"
 #: Where the backend types the project knows of come from, for the hint in "unknown type" errors.
 _KNOWN_PROVIDERS = {
     "local": "pip install granite-storage-local",
-    "s3": 'pip install "granite-storage[s3]"',
+    "s3": 'the granite-storage-s3 plugin, not released yet; then pip install "granite-storage[s3]"',
 }
 
 
@@ -241,6 +242,8 @@ class PluginHost:
         )
         if name in self.disabled:
             hint = f"the plugin {name!r} is disabled ({DISABLE_ENV} or PluginHost(disabled=...))"
+        elif close := difflib.get_close_matches(name, types, n=1):
+            hint = f"did you mean {close[0]!r}? Else {hint}"
         message = f"unknown backend type {name!r}; installed types: {installed or 'none'}. To use it: {hint}"
         failures = self.failures
         failure = failures.get(name) or next(iter(failures.values()), None)

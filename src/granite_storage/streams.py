@@ -127,6 +127,8 @@ class SizeLimitedStream(io.RawIOBase):
         return headroom if size < 0 else min(size, headroom)
 
     def _count(self, data: bytes) -> bytes:
+        if isinstance(data, str):
+            raise TypeError("expected a binary stream, but a read returned str; open files with 'rb'")
         self._count_only(len(data))
         return data
 
