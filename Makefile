@@ -6,11 +6,12 @@ UV := $(or $(shell command -v uv 2>/dev/null),.tools/bin/uv)
 export UV_PYTHON ?= $(PYTHON)
 RUN := $(UV) run --all-packages
 
-.PHONY: help install demo test test-cov lint format type-check docs docs-serve bench clean
+.PHONY: help install demo test test-all test-cov lint format type-check docs docs-serve bench clean
 
 help:
 	@echo "make demo        run the quick start against local storage in ./var"
 	@echo "make test        install everything and run the test suite"
+	@echo "make test-all    the test suite on every Python 3.11-3.13 on PATH (tox, pip installs)"
 	@echo "make test-cov    the test suite with a coverage report"
 	@echo "make lint        ruff lint and format check"
 	@echo "make format      apply ruff formatting and safe fixes"
@@ -35,6 +36,9 @@ demo: install
 
 test: install
 	$(RUN) pytest
+
+test-all: install
+	$(RUN) tox run-parallel -e py311,py312,py313
 
 test-cov: install
 	$(RUN) pytest --cov --cov-report=term-missing
