@@ -793,3 +793,29 @@ def test_stat_of_a_deleted_object_raises_not_found(manager: StorageManager) -> N
     manager.delete(ref)
     with pytest.raises(ObjectNotFoundError):
         manager.stat(ref)
+
+
+class UndeletableBackend(LeavesDebrisBackend):
+    """Fails its upload and then its delete too."""
+
+    def delete(self, key: str) -> None:
+        raise OSError("read-only file system")
+
+
+def test_a_failing_cleanup_is_logged_and_the_upload_error_raised(
+    storage_root: Path, empty_host: PluginHost, caplog: pytest.LogCaptureFixture
+) -> None:
+    manager = StorageManager(
+        backends={"stuck": UndeletableBackend(storage_root)},
+        policies={"documents": StoragePolicy("documents", backend_key="stuck")},
+        plugins=empty_host,
+    )
+    with pytest.raises(OSError, match="disk on fire"):
+        put(manager, b"0123456789")
+    assert "could not delete" in caplog.text
+    assert "read-only file system" in caplog.text
+
+
+def test_something_else_than_a_reference_is_a_type_error(manager: StorageManager) -> None:
+    with pytest.raises(TypeError, match="StoredObjectRef"):
+        manager.get({"location": "docs/x"})  # type: ignore[arg-type]

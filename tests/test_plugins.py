@@ -205,6 +205,16 @@ def test_a_plugin_implementing_a_misspelt_hook_is_refused(empty_host: PluginHost
         assert name == "misspelt"
 
 
+def test_a_clash_raises_when_types_are_collected_in_strict_mode() -> None:
+    host = PluginHost(strict=True, disabled=())
+    with (
+        registered(host, BackendsPlugin(("acme", AcmeBackend)), "first-acme"),
+        registered(host, BackendsPlugin(("acme", AcmeBackend)), "second-acme"),
+        pytest.raises(PluginError, match=r"'first-acme'.*'second-acme'"),
+    ):
+        host.backend_types()
+
+
 def test_claiming_an_installed_plugins_name_names_its_distribution(plugin_host: PluginHost) -> None:
     with (
         registered(plugin_host, BackendsPlugin(("local", AcmeBackend)), "impostor"),
@@ -711,6 +721,7 @@ def test_loading_entry_points_twice_loads_each_plugin_once(site_packages: SitePa
     host = loaded_host()
     host.load_entry_points()
     assert host.backend_type("acme").distribution == "acme-storage"
+    assert dict(host.failures) == {}
 
 
 # -- discovery happens when a manager is built, never at import ---------------------------------------

@@ -10,7 +10,8 @@ too, so code that already handles ``FileNotFoundError`` or ``PermissionError`` k
     ├── ContentTooLargeError          content passed its policy's max_size
     ├── InvalidKeyError (ValueError)  a key or reference that could escape its backend or prefix
     ├── InvalidReferenceError (ValueError)
-    │                                 stored reference data that cannot be read
+    │                                 reference data that cannot be read, or names another backend
+    │                                 than its slot's
     ├── InvalidMetadataError (ValueError)
     │                                 a content type that cannot be stored safely
     ├── ObjectNotFoundError (FileNotFoundError)
@@ -83,7 +84,11 @@ class InvalidKeyError(StorageError, ValueError):
 
 
 class InvalidReferenceError(StorageError, ValueError):
-    """Stored reference data (for example a database row's JSON) cannot be turned into a reference."""
+    """Reference data cannot be used.
+
+    Raised when stored data (a database row's JSON) cannot be turned into a reference, and when a
+    reference names a backend other than its slot's, as a tampered row might.
+    """
 
 
 class InvalidMetadataError(StorageError, ValueError):

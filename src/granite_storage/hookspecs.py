@@ -55,7 +55,10 @@ def granite_storage_register_backends(register: RegisterBackend) -> None:
     (``{"type": "local", "root": "./var"}`` becomes ``LocalStorageBackend(root="./var")``).
 
     Two plugins registering the same name is an error that names both
-    (:class:`~granite_storage.PluginError`). The return value is ignored.
+    (:class:`~granite_storage.PluginError`), raised when that type is asked for. A hook that raises,
+    or registers an empty name or a target that is neither a backend class nor a ``"module:Class"``
+    string, sets its plugin aside: it registers nothing and is listed in
+    :attr:`PluginHost.failures <granite_storage.PluginHost.failures>`. The return value is ignored.
     """
 
 

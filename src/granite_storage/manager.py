@@ -217,7 +217,8 @@ class StorageManager:
             ObjectNotFoundError: the object does not exist (also a ``FileNotFoundError``).
             InvalidKeyError: the reference's location is unsafe or outside its slot's prefix (e.g.
                 tampered with in the database).
-            ConfigurationError: the reference names a slot or backend this manager does not have.
+            InvalidReferenceError: the reference names a backend other than its slot's.
+            ConfigurationError: the reference names a slot this manager does not have.
         """
         backend, key = self._locate(ref)
         return backend.open(key)

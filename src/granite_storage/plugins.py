@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DISABLE_ENV",
+    "S3_INSTALL_HINT",
     "STRICT_ENV",
     "BackendType",
     "PluginHost",
@@ -54,10 +55,15 @@ DISABLE_ENV = "GRANITE_STORAGE_DISABLE_PLUGINS"
 #: The environment variable that turns on strict plugin loading.
 STRICT_ENV = "GRANITE_STORAGE_STRICT_PLUGINS"
 
+#: How to get the S3 backend, said wherever it is missing.
+S3_INSTALL_HINT = (
+    'the granite-storage-s3 plugin (not released yet; once it is: pip install "granite-storage[s3]")'
+)
+
 #: Where the backend types the project knows of come from, for the hint in "unknown type" errors.
 _KNOWN_PROVIDERS = {
     "local": "pip install granite-storage-local",
-    "s3": 'the granite-storage-s3 plugin, not released yet; then pip install "granite-storage[s3]"',
+    "s3": S3_INSTALL_HINT,
 }
 
 
@@ -96,7 +102,7 @@ class BackendType:
                     f"backend type {self.name!r} from plugin {self.plugin!r} could not be loaded "
                     f"from {self.target!r}: {exc}"
                 ) from exc
-        if not (isinstance(target, type) and issubclass(target, StorageBackend)):
+        if not _is_backend_class(target):
             raise PluginError(
                 f"backend type {self.name!r} from plugin {self.plugin!r} is {target!r}, "
                 "not a StorageBackend subclass"
@@ -189,16 +195,16 @@ class PluginHost:
         """Register a plugin object directly (an application's own hooks, a test's); return its name.
 
         Raises:
-            PluginError: the plugin is blocked, or implements a ``granite_storage_*`` hook that does
-                not exist (a misspelt hook would otherwise be ignored silently).
+            PluginError: the name or the object is registered already, or the plugin implements a
+                ``granite_storage_*`` hook that does not exist (a misspelt hook would otherwise be
+                ignored silently).
         """
         try:
             registered = self._pm.register(plugin, name=name)
         except ValueError as exc:  # the name or the object is registered already
             raise PluginError(f"cannot register plugin {name!r}: {exc}") from exc
         self._registry = None
-        if registered is None:
-            raise PluginError(f"plugin {name!r} is blocked and cannot be registered")
+        assert registered is not None, "PluginHost never blocks names"
         self._check_hook_names(registered)
         return registered
 
@@ -375,19 +381,20 @@ def _check_target(name: object, target: object, plugin: str) -> None:
                 f"plugin {plugin!r} registered {name!r} as {target!r}; "
                 "a lazy target is written 'module:Class'"
             )
-    elif not (isinstance(target, type) and issubclass(target, StorageBackend)):
+    elif not _is_backend_class(target):
         raise PluginError(
             f"plugin {plugin!r} registered {name!r} as {target!r}, which is neither a "
             "StorageBackend subclass nor a 'module:Class' string"
         )
 
 
+def _is_backend_class(target: object) -> bool:
+    return isinstance(target, type) and issubclass(target, StorageBackend)
+
+
 def _owner(backend_type: BackendType) -> str:
-    return _owner_of(backend_type.plugin, backend_type.distribution)
-
-
-def _owner_of(plugin: str, distribution: str | None) -> str:
-    return f"plugin {plugin!r}" + (f" (distribution {distribution})" if distribution else "")
+    distribution = backend_type.distribution
+    return f"plugin {backend_type.plugin!r}" + (f" (distribution {distribution})" if distribution else "")
 
 
 def _by_name(backend_type: BackendType) -> str:

@@ -7,6 +7,7 @@ from dataclasses import KW_ONLY, dataclass
 
 from granite_storage.errors import ConfigurationError, InvalidKeyError
 from granite_storage.keys import sanitize_segment, validate_key
+from granite_storage.streams import is_size_limit
 
 __all__ = ["StoragePolicy", "parse_size"]
 
@@ -44,9 +45,7 @@ class StoragePolicy:
             value = getattr(self, name)
             if not isinstance(value, str) or not value:
                 raise ConfigurationError(f"StoragePolicy.{name} must be a non-empty string")
-        if self.max_size is not None and (
-            isinstance(self.max_size, bool) or not isinstance(self.max_size, int) or self.max_size < 0
-        ):
+        if not is_size_limit(self.max_size):
             raise ConfigurationError(
                 f"StoragePolicy.max_size must be a non-negative integer or None, got {self.max_size!r}"
             )

@@ -11,7 +11,7 @@ from granite_storage.errors import ContentTooLargeError
 if TYPE_CHECKING:
     from _typeshed import WriteableBuffer
 
-__all__ = ["DEFAULT_CHUNK_SIZE", "Readable", "SizeLimitedStream"]
+__all__ = ["DEFAULT_CHUNK_SIZE", "Readable", "SizeLimitedStream", "is_size_limit"]
 
 #: The chunk size used when the library copies a stream (1 MiB).
 DEFAULT_CHUNK_SIZE = 1024 * 1024
@@ -24,6 +24,11 @@ class Readable(Protocol):
     def read(self, size: int = -1, /) -> bytes:
         """Read up to ``size`` bytes (all that remain if negative); ``b""`` at end of file."""
         ...
+
+
+def is_size_limit(value: object) -> bool:
+    """Whether ``value`` is a valid size limit: ``None`` (no limit) or an ``int`` of 0 or more."""
+    return value is None or (isinstance(value, int) and not isinstance(value, bool) and value >= 0)
 
 
 class SizeLimitedStream(io.RawIOBase):
@@ -45,9 +50,7 @@ class SizeLimitedStream(io.RawIOBase):
 
     def __init__(self, stream: Readable, max_size: int | None) -> None:
         super().__init__()
-        if max_size is not None and (
-            isinstance(max_size, bool) or not isinstance(max_size, int) or max_size < 0
-        ):
+        if not is_size_limit(max_size):
             raise ValueError(f"max_size must be a non-negative integer or None, got {max_size!r}")
         self._stream = stream
         self._max_size = max_size
@@ -167,10 +170,6 @@ class HashingReader:
         self._sha256.update(data)
         self.size += len(data)
         return data
-
-    def readable(self) -> bool:
-        """Return ``True``: the stream is readable."""
-        return True
 
     @property
     def checksum(self) -> str:

@@ -36,6 +36,7 @@ from granite_storage.manager import StorageManager
 from granite_storage.plugins import PluginHost
 from granite_storage.policy import StoragePolicy
 from granite_storage.refs import StoredObjectRef
+from granite_storage.streams import SizeLimitedStream
 
 __all__ = ["UNSAFE_KEYS", "BackendConformanceSuite", "FailingStream"]
 
@@ -312,6 +313,23 @@ class BackendConformanceSuite:
         assert self._all_keys(backend) == []
         assert next(chunks, None) is not None, "the upload was read far past the limit"
 
+    def test_the_backend_itself_leaves_nothing_when_its_stream_passes_a_limit(
+        self, backend: StorageBackend
+    ) -> None:
+        key = f"{self.policy_prefix}/direct/too-large.bin"
+        with pytest.raises(ContentTooLargeError):
+            backend.put(key, SizeLimitedStream(io.BytesIO(os.urandom(3 * LIMIT)), LIMIT))
+        assert not backend.exists(key)
+        assert self._all_keys(backend) == []
+
+    def test_the_backend_itself_leaves_nothing_when_its_stream_fails(self, backend: StorageBackend) -> None:
+        key = f"{self.policy_prefix}/direct/dropped.bin"
+        backend.put(key, io.BytesIO(b"the previous object"))
+        with pytest.raises(OSError, match="connection reset"):
+            backend.put(key, FailingStream(good_bytes=2 * 1024 * 1024 + 5))
+        assert backend.get(key) == b"the previous object"
+        assert self._all_keys(backend) == [key]
+
     def test_failed_upload_leaves_nothing(self, manager: StorageManager, backend: StorageBackend) -> None:
         with pytest.raises(OSError, match="connection reset"):
             manager.put_stream(
@@ -344,7 +362,7 @@ class BackendConformanceSuite:
     @pytest.mark.parametrize("key", [k for k in UNSAFE_KEYS if k])
     def test_tampered_reference_is_refused_by_the_manager(self, manager: StorageManager, key: str) -> None:
         ref = StoredObjectRef(storage_key="open", backend="under-test", location=key, size=4)
-        for operation in (manager.get, manager.open, manager.exists, manager.delete):
+        for operation in (manager.get, manager.open, manager.stat, manager.exists, manager.delete):
             with pytest.raises(InvalidKeyError):
                 operation(ref)
 

@@ -237,6 +237,57 @@ def test_fsync_true_round_trips_objects_in_new_and_existing_directories(root: Pa
     assert all_files(root) == sorted(contents)
 
 
+@pytest.fixture
+def fsynced_paths(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Record the path of every descriptor passed to os.fsync (and still flush it)."""
+    paths: list[str] = []
+    real_fsync = os.fsync
+
+    def recording_fsync(fd: int) -> None:
+        paths.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", recording_fsync)
+    return paths
+
+
+def test_fsync_flushes_the_file_its_directory_and_every_directory_it_created(
+    root: Path, fsynced_paths: list[str]
+) -> None:
+    backend = LocalStorageBackend(root, fsync=True)
+    (backend.root / "docs").mkdir()
+    backend.put("docs/2024/01/report.pdf", io.BytesIO(b"pdf"))
+    root = backend.root
+    file_syncs = [path for path in fsynced_paths if ".granite-" in path]
+    assert len(file_syncs) == 1  # the temporary file, before its rename
+    directories = set(fsynced_paths) - set(file_syncs)
+    # The target directory, and the parent of each new directory (2024 and 01): docs and docs/2024.
+    assert directories == {str(root / "docs/2024/01"), str(root / "docs/2024"), str(root / "docs")}
+
+
+def test_without_fsync_nothing_is_flushed(root: Path, fsynced_paths: list[str]) -> None:
+    LocalStorageBackend(root).put("docs/2024/a.bin", io.BytesIO(b"a"))
+    assert fsynced_paths == []
+
+
+def test_an_object_that_cannot_be_made_durable_is_removed(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    backend = LocalStorageBackend(root, fsync=True)
+    real_fsync = os.fsync
+
+    def failing_directory_fsync(fd: int) -> None:
+        if os.path.isdir(os.readlink(f"/proc/self/fd/{fd}")):
+            raise OSError(errno.EIO, "I/O error")
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", failing_directory_fsync)
+    with pytest.raises(StorageError, match="I/O error"):
+        backend.put("docs/a.bin", io.BytesIO(b"not durable"))
+    assert not backend.exists("docs/a.bin")
+    assert all_files(root) == []
+
+
 def test_fsync_true_through_the_manager(root: Path) -> None:
     manager = StorageManager.from_config(
         {

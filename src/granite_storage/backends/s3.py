@@ -6,14 +6,13 @@ that plugin is released, importing this module raises :class:`ImportError` sayin
 
 from __future__ import annotations
 
+from granite_storage.plugins import S3_INSTALL_HINT
+
 try:
     from granite_storage_s3 import S3StorageBackend  # type: ignore[import-not-found]
 except ModuleNotFoundError as exc:
     if exc.name != "granite_storage_s3":
         raise
-    raise ImportError(
-        "S3StorageBackend is provided by the granite-storage-s3 plugin, which is not installed "
-        '(and not released yet); once it is: pip install "granite-storage[s3]"'
-    ) from exc
+    raise ImportError(f"S3StorageBackend is not installed: it comes with {S3_INSTALL_HINT}") from exc
 
 __all__ = ["S3StorageBackend"]

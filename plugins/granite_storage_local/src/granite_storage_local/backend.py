@@ -197,7 +197,7 @@ class LocalStorageBackend(StorageBackend):
         return path
 
     def _check_inside_root(self, key: str, path: str) -> None:
-        if not os.path.realpath(path).startswith(self._root + os.sep):
+        if not self._is_under_root(os.path.realpath(path)):
             raise InvalidKeyError(key, "it resolves outside the storage root")
 
     def _create_temp_file(self, key: str, directory: str) -> tuple[BinaryIO, str, _Paths]:
@@ -245,8 +245,12 @@ class LocalStorageBackend(StorageBackend):
             if self.fsync:
                 os.fsync(file.fileno())
 
+    def _is_under_root(self, path: str) -> bool:
+        """Whether ``path`` lies strictly below the root (the root itself does not count)."""
+        return path.startswith(self._root + os.sep)
+
     def _prune_empty_directories(self, directory: str) -> None:
-        while directory.startswith(self._root + os.sep):
+        while self._is_under_root(directory):
             try:
                 os.rmdir(directory)
             except OSError:
