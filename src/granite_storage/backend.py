@@ -5,7 +5,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import BinaryIO
 
 from granite_storage.errors import ObjectNotFoundError
@@ -97,3 +97,16 @@ class StorageBackend(abc.ABC):
         The order is unspecified. Implementations stream: memory does not grow with the number of
         objects listed.
         """
+
+    def remove_incomplete_uploads(self, *, older_than: timedelta) -> int:
+        """Remove what uploads interrupted by a crash left behind, if older than ``older_than``.
+
+        An upload killed mid-way (``kill -9``, a power loss) leaves no object at its key, but may
+        leave the backend's working data: the local backend's temporary files, an S3 multipart
+        upload. Choose ``older_than`` longer than the longest upload, so that uploads in progress are
+        kept. Returns how many were removed. Backends that leave nothing behind keep this default,
+        which removes nothing.
+        """
+        if older_than < timedelta(0):
+            raise ValueError(f"older_than must not be negative, got {older_than}")
+        return 0

@@ -330,6 +330,24 @@ class BackendConformanceSuite:
         assert backend.get(key) == b"the previous object"
         assert self._all_keys(backend) == [key]
 
+    def test_removing_incomplete_uploads_never_touches_objects(
+        self, manager: StorageManager, backend: StorageBackend
+    ) -> None:
+        refs = [self._put_bytes(manager, b"kept %d" % n) for n in range(3)]
+        with pytest.raises(OSError, match="connection reset"):
+            manager.put_stream(
+                storage_key="open",
+                model_name="m",
+                entity_id="1",
+                field_name="f",
+                stream=FailingStream(good_bytes=10),
+            )
+        assert backend.remove_incomplete_uploads(older_than=timedelta(0)) >= 0
+        assert self._all_keys(backend) == sorted(ref.location for ref in refs)
+        assert [manager.get(ref) for ref in refs] == [b"kept 0", b"kept 1", b"kept 2"]
+        with pytest.raises(ValueError, match="negative"):
+            backend.remove_incomplete_uploads(older_than=timedelta(seconds=-1))
+
     def test_failed_upload_leaves_nothing(self, manager: StorageManager, backend: StorageBackend) -> None:
         with pytest.raises(OSError, match="connection reset"):
             manager.put_stream(

@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -329,3 +330,38 @@ def test_a_process_killed_mid_replacement_leaves_the_old_object_whole(
     kill_in_the_middle_of_a_put(root, KEY, tmp_path / "halfway")
     assert backend.get(KEY) == old
     assert [(info.key, info.size) for info in backend.list()] == [(KEY, len(old))]
+
+
+def _leftover(directory: Path, name: str, age: timedelta) -> Path:
+    """A temporary file as an upload killed mid-way leaves it, last written ``age`` ago."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / name
+    path.write_bytes(b"half an upload")
+    stamp = (datetime.now(UTC) - age).timestamp()
+    os.utime(path, (stamp, stamp))
+    return path
+
+
+def test_removing_incomplete_uploads_deletes_old_leftovers_only(tmp_path: Path) -> None:
+    backend = LocalStorageBackend(tmp_path / "root")
+    root = backend.root
+    backend.put("docs/a/kept.pdf", io.BytesIO(b"object"))
+    stale = _leftover(root / "docs/b/c", ".granite-0123456789abcdef.part", timedelta(hours=2))
+    running = _leftover(root / "docs/a", ".granite-fedcba9876543210.part", timedelta(seconds=5))
+    foreign = _leftover(root / "docs/a", ".other-tool.part", timedelta(days=3))
+
+    assert backend.remove_incomplete_uploads(older_than=timedelta(hours=1)) == 1
+
+    assert not stale.exists()
+    assert not (root / "docs/b").exists(), "the directories it left empty are pruned"
+    assert running.exists(), "an upload that may still be running is kept"
+    assert foreign.exists(), "only the backend's own temporary files are touched"
+    assert backend.get("docs/a/kept.pdf") == b"object"
+
+
+def test_a_crashed_uploads_leftover_is_found_and_removed(tmp_path: Path) -> None:
+    backend = LocalStorageBackend(tmp_path / "root")
+    kill_in_the_middle_of_a_put(backend.root, "docs/crash/obj.bin", tmp_path / "half-way")
+    assert not backend.exists("docs/crash/obj.bin")
+    assert backend.remove_incomplete_uploads(older_than=timedelta(0)) == 1
+    assert list((backend.root / "docs").rglob("*")) == []

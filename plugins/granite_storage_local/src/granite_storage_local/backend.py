@@ -7,7 +7,7 @@ import os
 import secrets
 import stat
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import BinaryIO
 
@@ -165,6 +165,38 @@ class LocalStorageBackend(StorageBackend):
         if prefix:
             return self._walk(self._path(prefix), prefix + "/")
         return self._walk(self._root, "")
+
+    def remove_incomplete_uploads(self, *, older_than: timedelta) -> int:
+        """Delete the temporary files of uploads that were killed mid-way, if older than ``older_than``.
+
+        Only the backend's own ``.granite-*.part`` files are considered; objects are never touched.
+        Directories left empty are removed.
+        """
+        super().remove_incomplete_uploads(older_than=older_than)
+        cutoff = (datetime.now(UTC) - older_than).timestamp()
+        removed = 0
+        for path in self._temp_files(self._root):
+            try:
+                if os.stat(path, follow_symlinks=False).st_mtime > cutoff:
+                    continue  # an upload that may still be running
+                os.unlink(path)
+            except FileNotFoundError:
+                continue  # finished (renamed) or removed meanwhile
+            removed += 1
+            self._prune_empty_directories(os.path.dirname(path))
+        return removed
+
+    def _temp_files(self, directory: str) -> Iterator[str]:
+        try:
+            entries = os.scandir(directory)
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        with entries:
+            for entry in entries:
+                if entry.name.startswith(_TEMP_PREFIX) and entry.name.endswith(_TEMP_SUFFIX):
+                    yield entry.path
+                elif not entry.name.startswith(".") and entry.is_dir(follow_symlinks=False):
+                    yield from self._temp_files(entry.path)
 
     def _walk(self, directory: str, key_prefix: str) -> Iterator[ObjectInfo]:
         try:
