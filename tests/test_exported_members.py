@@ -8,6 +8,8 @@ import importlib.util
 import inspect
 import pkgutil
 import re
+import subprocess
+import sys
 from collections.abc import Iterator
 from types import ModuleType
 
@@ -50,6 +52,11 @@ def test_the_walk_finds_the_modules_it_should() -> None:
         "granite_storage.errors",
         "granite_storage.hookspecs",
         "granite_storage.keys",
+        "granite_storage.orm",
+        "granite_storage.orm.content",
+        "granite_storage.orm.queries",
+        "granite_storage.orm.tracking",
+        "granite_storage.orm.types",
         "granite_storage.manager",
         "granite_storage.plugins",
         "granite_storage.policy",
@@ -74,7 +81,27 @@ def test_all_lists_exactly_the_public_names_of_the_package() -> None:
         and not isinstance(value, ModuleType)
         and not isinstance(value, __future__._Feature)
     }
-    assert sorted(granite_storage.__all__) == sorted(exported | {"__version__"})
+    lazy = granite_storage._ORM_NAMES  # the SQLAlchemy integration, imported on first use
+    assert sorted(granite_storage.__all__) == sorted(exported | lazy | {"__version__"})
+
+
+def test_the_lazy_names_resolve_to_the_orm_package() -> None:
+    import granite_storage.orm
+
+    for name in granite_storage._ORM_NAMES:
+        assert getattr(granite_storage, name) is getattr(granite_storage.orm, name)
+    assert granite_storage._ORM_NAMES <= set(dir(granite_storage))
+
+
+def test_an_unknown_name_is_an_attribute_error() -> None:
+    with pytest.raises(AttributeError, match="no attribute 'StoredContentMixn'"):
+        _ = granite_storage.StoredContentMixn  # type: ignore[attr-defined]
+
+
+def test_importing_the_package_does_not_import_the_orm() -> None:
+    code = "import sys, granite_storage; print('sqlalchemy.orm' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "False"
 
 
 def test_all_has_no_duplicates() -> None:

@@ -10,6 +10,7 @@
     backend = "files"
     max_size = "10MB"         # bytes as an integer, or a size with a binary unit
     key_prefix = "docs"
+    delete_replaced = false   # delete replaced objects after commit (with session tracking)
 
 Relative paths in backend options are passed through unchanged, so they are relative to the process's
 working directory, as with any path the application opens.
@@ -34,7 +35,7 @@ __all__ = ["ConfigSource", "build_backends", "build_policies", "read_config"]
 ConfigSource: TypeAlias = Mapping[str, Any] | str | os.PathLike[str]
 
 _TOP_LEVEL = {"backends", "policies"}
-_POLICY_OPTIONS = {"backend", "max_size", "key_prefix"}
+_POLICY_OPTIONS = {"backend", "max_size", "key_prefix", "delete_replaced"}
 
 
 def read_config(source: ConfigSource, *, section: str | None = None) -> Mapping[str, Any]:
@@ -105,7 +106,11 @@ def build_policies(config: Mapping[str, Any]) -> dict[str, StoragePolicy]:
         except ConfigurationError as exc:
             raise ConfigurationError(f"policy {storage_key!r}: max_size: {exc}") from None
         policies[storage_key] = StoragePolicy(
-            storage_key, backend_key=backend, max_size=max_size, key_prefix=options.get("key_prefix")
+            storage_key,
+            backend_key=backend,
+            max_size=max_size,
+            key_prefix=options.get("key_prefix"),
+            delete_replaced=options.get("delete_replaced", False),
         )
     return policies
 

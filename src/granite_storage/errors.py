@@ -20,7 +20,8 @@ too, so code that already handles ``FileNotFoundError`` or ``PermissionError`` k
     │                                 the backend refused access
     ├── BackendUnavailableError (ConnectionError)
     │                                 the backend could not be reached
-    └── IncompleteUploadError         a backend returned before reading its whole stream
+    ├── IncompleteUploadError         a backend returned before reading its whole stream
+    └── UnsavedEntityError            a model instance has no primary key to file its content under
 
 Errors that wrap a foreign exception (an ``OSError`` from the disk, an import failure in a plugin) are
 raised ``from`` it, so the original stays on ``__cause__``.
@@ -40,6 +41,7 @@ __all__ = [
     "PluginError",
     "StorageError",
     "StoragePermissionError",
+    "UnsavedEntityError",
 ]
 
 
@@ -120,4 +122,12 @@ class IncompleteUploadError(StorageError):
 
     The manager deletes whatever the backend stored before raising this, because the recorded size and
     checksum would not describe it.
+    """
+
+
+class UnsavedEntityError(StorageError):
+    """A model instance has no primary key yet, so its content has no key to be stored under.
+
+    Object keys include the entity's primary key. Add the instance to a session and ``flush()``
+    before storing content (database-generated and ``default=`` keys are assigned at flush).
     """

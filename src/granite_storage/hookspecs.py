@@ -23,9 +23,11 @@ if TYPE_CHECKING:
     from granite_storage.backend import StorageBackend
     from granite_storage.manager import StorageManager
     from granite_storage.policy import StoragePolicy
+    from granite_storage.refs import StoredObjectRef
 
 __all__ = [
     "RegisterBackend",
+    "granite_storage_cleanup_failed",
     "granite_storage_register_backends",
     "granite_storage_resolve_policy",
 ]
@@ -78,4 +80,25 @@ def granite_storage_resolve_policy(storage_key: str, manager: StorageManager) ->
 
     Stops at the first non-None result. Static policies always win: this hook is not called for a
     storage key the manager was configured with.
+    """
+
+
+@hookspec
+def granite_storage_cleanup_failed(ref: StoredObjectRef, error: Exception, reason: str) -> None:
+    """Hear that an object which session tracking meant to delete could not be deleted.
+
+    Session tracking (:func:`granite_storage.orm.track_storage`) deletes objects when a transaction
+    rolls back and, where asked, replaced objects after a commit. That cleanup runs after the
+    database has decided, so a failure must not undo or hide the decision: it is logged (logger
+    ``granite_storage.orm.tracking``), reported through this hook, and the object is left for the
+    garbage collector. Use it to count or alert.
+
+    Args:
+        ref: The reference of the object that is still stored.
+        error: What deleting it raised.
+        reason: ``"rollback"`` (stored in a transaction that rolled back) or ``"replaced"``
+            (replaced, cleared or its row deleted, in a transaction that committed).
+
+    Every implementation is called; the return value is ignored. An implementation that raises is
+    logged and does not stop the others or the commit.
     """

@@ -9,7 +9,7 @@ import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from types import MappingProxyType
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from granite_storage.backend import ObjectInfo, StorageBackend
 from granite_storage.config import ConfigSource, build_backends, build_policies, read_config
@@ -158,6 +158,7 @@ class StorageManager:
         stream: Readable,
         content_type: str | None = None,
         original_filename: str | None = None,
+        extra: Mapping[str, Any] | None = None,
     ) -> StoredObjectRef:
         """Stream ``stream`` into the slot ``storage_key`` and return its reference.
 
@@ -165,7 +166,8 @@ class StorageManager:
         and its sha256 computed on the way to the backend, so memory stays flat whatever its size. The
         key is built from sanitised ``model_name``, ``entity_id`` and ``field_name``, a random token
         and the extension of ``original_filename``; no caller value can move it out of the slot's
-        prefix. ``content_type`` is guessed from ``original_filename`` when not given.
+        prefix. ``content_type`` is guessed from ``original_filename`` when not given. ``extra`` is
+        recorded on the reference as it is (it must be JSON-serialisable to live in a database row).
 
         Raises:
             ContentTooLargeError: the content passed ``max_size``; nothing was stored.
@@ -180,6 +182,7 @@ class StorageManager:
             stream=stream,
             content_type=content_type,
             original_filename=original_filename,
+            extra=extra,
         )
 
     def put_bytes(
@@ -192,6 +195,7 @@ class StorageManager:
         content: bytes | bytearray | memoryview,
         content_type: str | None = None,
         original_filename: str | None = None,
+        extra: Mapping[str, Any] | None = None,
     ) -> StoredObjectRef:
         """Store ``content`` in the slot ``storage_key``; otherwise as :meth:`put_stream`.
 
@@ -208,6 +212,7 @@ class StorageManager:
             stream=io.BytesIO(content),
             content_type=content_type,
             original_filename=original_filename,
+            extra=extra,
         )
 
     def open(self, ref: StoredObjectRef) -> BinaryIO:
@@ -262,6 +267,7 @@ class StorageManager:
         stream: Readable,
         content_type: str | None,
         original_filename: str | None,
+        extra: Mapping[str, Any] | None,
     ) -> StoredObjectRef:
         backend = self.backend(policy.backend_key)
         content_type = _content_type(content_type, original_filename)
@@ -297,6 +303,7 @@ class StorageManager:
             content_type=content_type,
             original_filename=original_filename,
             created_at=datetime.now(UTC),
+            extra=extra or {},
         )
 
     def _locate(self, ref: StoredObjectRef) -> tuple[StorageBackend, str]:

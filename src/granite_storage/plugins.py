@@ -37,6 +37,7 @@ from granite_storage.errors import ConfigurationError, PluginError
 if TYPE_CHECKING:
     from granite_storage.manager import StorageManager
     from granite_storage.policy import StoragePolicy
+    from granite_storage.refs import StoredObjectRef
 
 __all__ = [
     "DISABLE_ENV",
@@ -278,6 +279,21 @@ class PluginHost:
         """Ask plugins for the policy of ``storage_key``; the first non-None answer wins."""
         result = self._pm.hook.granite_storage_resolve_policy(storage_key=storage_key, manager=manager)
         return cast("StoragePolicy | None", result)
+
+    def report_cleanup_failure(self, ref: StoredObjectRef, error: Exception, reason: str) -> None:
+        """Tell every plugin that ``ref`` could not be cleaned up; never raises (failures are logged).
+
+        Each implementation is called on its own, as pluggy would call it, so that one that raises
+        neither stops the others nor reaches the commit that triggered the cleanup.
+        """
+        arguments = {"ref": ref, "error": error, "reason": reason}
+        for impl in self._pm.hook.granite_storage_cleanup_failed.get_hookimpls():
+            if impl.hookwrapper or impl.wrapper:
+                continue
+            try:
+                impl.function(*(arguments[name] for name in impl.argnames))
+            except Exception:
+                logger.exception("plugin %r raised in granite_storage_cleanup_failed", impl.plugin_name)
 
     def _check_hook_names(self, name: str) -> None:
         """Unregister plugin ``name`` and raise if it implements a hook no spec defines."""

@@ -29,6 +29,11 @@ class StoragePolicy:
             :class:`~granite_storage.ContentTooLargeError`.
         key_prefix: The key namespace of the slot inside its backend, one or more ``/``-separated
             segments. When omitted the slot uses its own namespace, the sanitised ``storage_key``.
+        delete_replaced: Delete an object once the database no longer points at it: when a model's
+            reference to it is replaced or cleared, or its row is deleted, the object is deleted
+            after the outermost commit (never before; a rollback keeps it). Takes effect in
+            sessions with storage tracking (:func:`granite_storage.orm.track_storage`); calls
+            can override it. Off by default: the garbage collector removes such objects later.
 
     Raises:
         ConfigurationError: a value is invalid (empty names, a negative size, an unsafe prefix).
@@ -39,12 +44,17 @@ class StoragePolicy:
     backend_key: str
     max_size: int | None = None
     key_prefix: str | None = None
+    delete_replaced: bool = False
 
     def __post_init__(self) -> None:
         for name in ("storage_key", "backend_key"):
             value = getattr(self, name)
             if not isinstance(value, str) or not value:
                 raise ConfigurationError(f"StoragePolicy.{name} must be a non-empty string")
+        if not isinstance(self.delete_replaced, bool):
+            raise ConfigurationError(
+                f"StoragePolicy.delete_replaced must be true or false, got {self.delete_replaced!r}"
+            )
         if not is_size_limit(self.max_size):
             raise ConfigurationError(
                 f"StoragePolicy.max_size must be a non-negative integer or None, got {self.max_size!r}"

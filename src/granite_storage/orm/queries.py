@@ -1,0 +1,48 @@
+"""Reading references back out of the database, for the garbage collector and for audits."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import InstrumentedAttribute, Session
+
+from granite_storage.errors import ConfigurationError
+from granite_storage.orm.types import StoredObjectRefType
+from granite_storage.refs import StoredObjectRef
+
+__all__ = ["iter_model_storage_refs"]
+
+
+def iter_model_storage_refs(
+    session: Session,
+    model: type[Any],
+    attribute: str | InstrumentedAttribute[Any],
+    *,
+    batch_size: int = 1000,
+) -> Iterator[StoredObjectRef]:
+    """Yield the reference of every row of ``model`` whose ``attribute`` holds one.
+
+    Streams: only the one column is selected, ``batch_size`` rows at a time (a server-side cursor
+    on PostgreSQL and MariaDB), and no ORM objects are built, so memory stays flat on a table of
+    millions of rows. Rows without a reference are skipped, including the JSON ``null`` that
+    granite-storage 0.1.0 wrote. The query runs in ``session``'s transaction; consume the iterator
+    before committing or closing it.
+
+    Raises:
+        ConfigurationError: ``attribute`` is not a :class:`StoredObjectRefType` column of ``model``.
+        InvalidReferenceError: a row holds JSON that is not a reference.
+    """
+    column = getattr(model, attribute) if isinstance(attribute, str) else attribute
+    column_type = getattr(getattr(column, "expression", None), "type", None)
+    if not isinstance(column_type, StoredObjectRefType):
+        raise ConfigurationError(
+            f"{model.__name__}.{getattr(column, 'key', attribute)} is not a StoredObjectRefType column"
+        )
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    statement = select(column).where(column.is_not(None)).execution_options(yield_per=batch_size)
+    for ref in session.scalars(statement):
+        if ref is not None:
+            yield ref

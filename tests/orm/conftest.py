@@ -1,0 +1,137 @@
+"""Real databases for the SQLAlchemy integration: SQLite always, PostgreSQL and MariaDB when reachable.
+
+The servers are found through ``GRANITE_TEST_POSTGRES_URL`` and ``GRANITE_TEST_MARIADB_URL`` (defaults:
+the servers on this project's machines). A URL without a driver gets the one the project tests with
+(psycopg, PyMySQL). Where a server cannot be reached the tests that need it skip, saying why;
+``GRANITE_TEST_REQUIRE_DATABASES=1`` (set by CI) turns that skip into a failure.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+
+from granite_storage import PluginHost, StorageBackend, StorageManager, StoragePolicy
+from granite_storage.orm import configure_storage_manager
+from granite_storage_local import LocalStorageBackend
+
+from .models import Base
+
+DEFAULT_URLS = {
+    "postgresql": "postgresql+psycopg://postgres@127.0.0.1:5432/test",
+    "mariadb": "mysql+pymysql://root@127.0.0.1:3306/test",
+}
+ENV_VARS = {"postgresql": "GRANITE_TEST_POSTGRES_URL", "mariadb": "GRANITE_TEST_MARIADB_URL"}
+DRIVERS = {"postgresql": "postgresql+psycopg", "mysql": "mysql+pymysql", "mariadb": "mysql+pymysql"}
+
+
+DATABASES = ["sqlite", "postgresql", "mariadb"]
+
+
+def server_url(name: str) -> str:
+    """The URL of server ``name`` (``postgresql`` or ``mariadb``), with a driver."""
+    url = make_url(os.environ.get(ENV_VARS[name]) or DEFAULT_URLS[name])
+    if "+" not in url.drivername:
+        url = url.set(drivername=DRIVERS.get(url.drivername, url.drivername))
+    return url.render_as_string(hide_password=False)
+
+
+def sqlite_engine(path: Path, **kwargs: Any) -> Engine:
+    """A SQLite engine on a file whose SAVEPOINTs work.
+
+    pysqlite begins transactions lazily on its own, which breaks SAVEPOINT; SQLAlchemy's documented
+    remedy is to switch that off and emit BEGIN ourselves.
+    """
+    engine = create_engine(f"sqlite:///{path}", **kwargs)
+    make_savepoints_work(engine)
+    return engine
+
+
+def make_savepoints_work(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _no_pysqlite_transactions(dbapi_connection: Any, connection_record: Any) -> None:
+        dbapi_connection.isolation_level = None
+
+    @event.listens_for(engine, "begin")
+    def _begin(connection: Any) -> None:
+        connection.exec_driver_sql("BEGIN")
+
+
+def unreachable(name: str, url: str, exc: Exception) -> None:
+    where = make_url(url).render_as_string(hide_password=True)
+    reason = f"{name} is not reachable at {where} ({type(exc).__name__}: {exc}); set {ENV_VARS[name]}"
+    if os.environ.get("GRANITE_TEST_REQUIRE_DATABASES") == "1":
+        pytest.fail(f"GRANITE_TEST_REQUIRE_DATABASES=1 but {reason}")
+    pytest.skip(reason)
+
+
+def server_engine(name: str, **kwargs: Any) -> Engine:
+    """An engine on server ``name``, or skip (fail in CI) if it cannot be reached."""
+    url = server_url(name)
+    engine = create_engine(url, **kwargs)
+    try:
+        with engine.connect():
+            pass
+    except Exception as exc:  # any driver's connection error
+        engine.dispose()
+        unreachable(name, url, exc)
+    return engine
+
+
+@pytest.fixture(params=DATABASES)
+def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
+    """An engine on each database in turn: SQLite (a file), PostgreSQL, MariaDB."""
+    name: str = request.param
+    engine = sqlite_engine(tmp_path / "test.db") if name == "sqlite" else server_engine(name)
+    yield engine
+    engine.dispose()
+
+
+# -- storage and schema --------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def orm_manager(local_backend: LocalStorageBackend, empty_host: PluginHost) -> StorageManager:
+    """Slots on one local backend: ``documents`` (10 MiB, prefix ``docs``), ``avatars`` (2 MiB) and
+    ``thumbnails``; replaced objects are kept (the default)."""
+    return make_manager(local_backend, empty_host, delete_replaced=False)
+
+
+def make_manager(backend: StorageBackend, plugins: PluginHost, *, delete_replaced: bool) -> StorageManager:
+    mib = 1024 * 1024
+    return StorageManager(
+        backends={"local": backend},
+        policies={
+            "documents": StoragePolicy(
+                "documents",
+                backend_key="local",
+                max_size=10 * mib,
+                key_prefix="docs",
+                delete_replaced=delete_replaced,
+            ),
+            "avatars": StoragePolicy(
+                "avatars", backend_key="local", max_size=2 * mib, delete_replaced=delete_replaced
+            ),
+            "thumbnails": StoragePolicy("thumbnails", backend_key="local", delete_replaced=delete_replaced),
+        },
+        plugins=plugins,
+    )
+
+
+@pytest.fixture
+def schema(engine: Engine, orm_manager: StorageManager) -> Iterator[Engine]:
+    """The test models' tables, fresh, on ``engine``, with ``orm_manager`` configured on the models."""
+    Base.metadata.drop_all(engine)
+    Base.metadata.create_all(engine)
+    configure_storage_manager(Base, orm_manager)
+    try:
+        yield engine
+    finally:
+        Base.metadata.drop_all(engine)
+        del Base.__storage_manager__  # type: ignore[attr-defined]

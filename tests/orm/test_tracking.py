@@ -1,0 +1,549 @@
+"""Storage that follows the transaction: rollbacks, SAVEPOINTs and deletes after commit, on every database.
+
+Every test reads the files on disk and the rows in the database after the fact: a committed row must
+always point at an object that exists, and an object must never outlive a rollback of the transaction
+that stored it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, delete, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from granite_storage import (
+    StorageError,
+    StorageManager,
+    StoredObjectRef,
+    hookimpl,
+    track_storage,
+)
+from granite_storage.orm import register_stored_object
+from granite_storage_local import LocalStorageBackend
+
+from ..conftest import files_under
+from .conftest import make_manager
+from .models import Attachment, Base, Document, User
+
+pytestmark = pytest.mark.usefixtures("schema")
+
+
+@pytest.fixture
+def sessions(engine: Engine) -> sessionmaker[Session]:
+    """A session factory with storage tracking installed."""
+    factory = sessionmaker(engine)
+    track_storage(factory)
+    return factory
+
+
+@pytest.fixture
+def deleting(local_backend: LocalStorageBackend, orm_manager: StorageManager) -> StorageManager:
+    """The models' manager, with ``delete_replaced`` on for every slot."""
+    manager = make_manager(local_backend, orm_manager.plugins, delete_replaced=True)
+    Base.__storage_manager__ = manager
+    return manager
+
+
+def new_document(session: Session, title: str = "doc") -> Document:
+    doc = Document(title=title)
+    session.add(doc)
+    session.flush()
+    return doc
+
+
+def committed_refs(engine: Engine) -> list[StoredObjectRef]:
+    """Every reference the database holds, read in a session of its own."""
+    with Session(engine) as session:
+        refs = [
+            *session.scalars(select(Document._file_ref)),
+            *session.scalars(select(User.avatar_ref)),
+            *session.scalars(select(Attachment.file_ref)),
+        ]
+    return [ref for ref in refs if ref is not None]
+
+
+def assert_storage_matches_database(engine: Engine, storage_root: Path) -> None:
+    """The objects on disk are exactly those the committed rows point at."""
+    assert files_under(storage_root) == sorted(ref.location for ref in committed_refs(engine))
+
+
+# -- rollbacks --------------------------------------------------------------------------------------
+
+
+def test_a_rollback_deletes_what_the_transaction_stored(
+    engine: Engine, sessions: sessionmaker[Session], storage_root: Path
+) -> None:
+    with sessions() as session:
+        doc = new_document(session)
+        ref = doc.set_content(b"never committed")
+        assert files_under(storage_root) == [ref.location]
+        session.rollback()
+    assert files_under(storage_root) == []
+    assert committed_refs(engine) == []
+
+
+def test_closing_a_session_without_commit_deletes_what_it_stored(
+    sessions: sessionmaker[Session], storage_root: Path
+) -> None:
+    with sessions() as session:
+        new_document(session).set_content(b"abandoned")
+    assert files_under(storage_root) == []
+
+
+def test_a_failed_commit_deletes_what_the_transaction_stored(
+    engine: Engine, sessions: sessionmaker[Session], storage_root: Path
+) -> None:
+    with sessions() as session:
+        existing = new_document(session, "first")
+        session.commit()
+        existing_id = existing.id
+
+    with sessions() as session:
+        doc = new_document(session)
+        doc.set_content(b"stored before the failing flush")
+        session.add(Document(id=existing_id, title="duplicate primary key"))
+        with pytest.raises(Exception, match=r"(?i)duplicate|unique"):
+            session.commit()
+        session.rollback()
+    assert files_under(storage_root) == []
+
+
+def test_a_commit_keeps_what_the_transaction_stored(
+    engine: Engine, sessions: sessionmaker[Session], storage_root: Path
+) -> None:
+    with sessions() as session:
+        new_document(session).set_content(b"kept")
+        session.commit()
+    assert_storage_matches_database(engine, storage_root)
+    assert len(files_under(storage_root)) == 1
+
+
+def test_a_rollback_of_a_later_transaction_keeps_what_an_earlier_one_committed(
+    engine: Engine, sessions: sessionmaker[Session], storage_root: Path
+) -> None:
+    with sessions() as session:
+        doc = new_document(session)
+        doc.set_content(b"committed")
+        session.commit()
+        doc.set_content(b"rolled back")
+        session.rollback()
+        assert doc.get_content() == b"committed"
+    assert_storage_matches_database(engine, storage_root)
+
+
+# -- SAVEPOINTs -------------------------------------------------------------------------------------
+
+
+def test_a_savepoint_rollback_deletes_only_what_the_savepoint_stored(
+    engine: Engine, sessions: sessionmaker[Session], storage_root: Path
+) -> None:
+    with sessions() as session:
+        outer = new_document(session, "outer")
+        outer_ref = outer.set_content(b"outer")
+        savepoint = session.begin_nested()
+        new_document(session, "inner").set_content(b"inner")
+        outer.set_content(b"outer, replaced inside the savepoint")
+        savepoint.rollback()
+        assert files_under(storage_root) == [outer_ref.location]
+        session.commit()
+    assert committed_refs(engine) == [outer_ref]
+    assert_storage_matches_database(engine, storage_root)
+
+
+def test_a_released_savepoint_hands_its_objects_to_the_outer_transaction(
+    engine: Engine, sessions: sessionmaker[Session], storage_root: Path
+) -> None:
+    with sessions() as session:
+        with session.begin_nested():
+            new_document(session).set_content(b"stored in a savepoint")
+        assert len(files_under(storage_root)) == 1
+        session.rollback()  # the outer transaction rolls back: the released savepoint goes with it
+    assert files_under(storage_root) == []
+    assert committed_refs(engine) == []
+
+
+def test_a_released_savepoint_inside_a_committed_transaction_keeps_its_objects(
+    engine: Engine, sessions: sessionmaker[Session], storage_root: Path
+) -> None:
+    with sessions() as session:
+        with session.begin_nested():
+            new_document(session).set_content(b"stored in a savepoint")
+        session.commit()
+    assert len(committed_refs(engine)) == 1
+    assert_storage_matches_database(engine, storage_root)
+
+
+def test_nested_savepoints_roll_back_exactly_their_own_objects(
+    engine: Engine, sessions: sessionmaker[Session], storage_root: Path
+) -> None:
+    with sessions() as session:
+        first = new_document(session, "level 0")
+        first.set_content(b"0")
+        level1 = session.begin_nested()
+        new_document(session, "level 1").set_content(b"1")
+        level2 = session.begin_nested()
+        new_document(session, "level 2").set_content(b"2")
+        level2.rollback()
+        assert len(files_under(storage_root)) == 2
+        level1.commit()
+        level3 = session.begin_nested()
+        new_document(session, "level 3").set_content(b"3")
+        level3.rollback()
+        session.commit()
+    with Session(engine) as session:
+        titles = sorted(session.scalars(select(Document.title)))
+    assert titles == ["level 0", "level 1"]
+    assert_storage_matches_database(engine, storage_root)
+
+
+def test_every_committed_row_points_at_an_object_after_savepoint_rollbacks(
+    engine: Engine, sessions: sessionmaker[Session], storage_root: Path, deleting: StorageManager
+) -> None:
+    with sessions() as session:
+        doc = new_document(session)
+        doc.set_content(b"v1")
+        session.commit()
+        for attempt in range(3):
+            savepoint = session.begin_nested()
+            doc.replace_content(f"attempt {attempt}".encode())
+            session.flush()
+            savepoint.rollback()
+        session.commit()
+        assert doc.get_content() == b"v1"
+    assert_storage_matches_database(engine, storage_root)
+    manager = deleting
+    for ref in committed_refs(engine):
+        assert manager.get(ref) == b"v1"
+
+
+# -- deleting what the database no longer points at ------------------------------------------------
+
+
+def test_a_replaced_object_is_deleted_after_commit_never_before(
+    engine: Engine, sessions: sessionmaker[Session], storage_root: Path, deleting: StorageManager
+) -> None:
+    with sessions() as session:
+        doc = new_document(session)
+        old = doc.set_content(b"old")
+        session.commit()
+        new = doc.replace_content(b"new").new_ref
+        session.flush()
+        assert deleting.exists(old), "deleted before the commit"
+        session.commit()
+        assert not deleting.exists(old)
+        assert deleting.get(new) == b"new"
+    assert_storage_matches_database(engine, storage_root)
+
+
+def test_a_rollback_keeps_the_replaced_object(
+    engine: Engine, sessions: sessionmaker[Session], storage_root: Path, deleting: StorageManager
+) -> None:
+    with sessions() as session:
+        doc = new_document(session)
+        old = doc.set_content(b"old")
+        session.commit()
+        doc.replace_content(b"new")
+        session.flush()
+        session.rollback()
+        assert doc.get_content() == b"old"
+        assert deleting.exists(old)
+    assert_storage_matches_database(engine, storage_root)
+
+
+def test_a_cleared_reference_deletes_its_object_after_commit(
+    engine: Engine, sessions: sessionmaker[Session], storage_root: Path, deleting: StorageManager
+) -> None:
+    with sessions() as session:
+        doc = new_document(session)
+        ref = doc.set_content(b"x")
+        session.commit()
+        doc.clear_content_reference()
+        session.commit()
+        assert not deleting.exists(ref)
+    assert files_under(storage_root) == []
+
+
+def test_deleting_the_row_deletes_its_objects_after_commit(
+    engine: Engine, sessions: sessionmaker[Session], storage_root: Path, deleting: StorageManager
+) -> None:
+    with sessions() as session:
+        user = User(name="ada")
+        session.add(user)
+        session.flush()
+        user.avatar.set_content(b"a")
+        user.thumbnail.set_content(b"t")
+        session.commit()
+        assert len(files_under(storage_root)) == 2
+        session.delete(user)
+        session.flush()
+        assert len(files_under(storage_root)) == 2
+        session.commit()
+    assert files_under(storage_root) == []
+
+
+def test_deleting_an_expired_row_still_finds_its_objects(
+    engine: Engine, sessions: sessionmaker[Session], storage_root: Path, deleting: StorageManager
+) -> None:
+    with sessions() as session:
+        doc = new_document(session)
+        doc.set_content(b"x")
+        session.commit()  # expires doc: its reference is no longer loaded
+        session.delete(doc)
+        session.commit()
+    assert files_under(storage_root) == []
+
+
+def test_assigning_to_an_expired_reference_releases_the_old_object(
+    engine: Engine, sessions: sessionmaker[Session], storage_root: Path, deleting: StorageManager
+) -> None:
+    with sessions() as session:
+        doc = new_document(session)
+        doc.set_content(b"x")
+        session.commit()
+        doc._file_ref = None  # plain assignment, not through the mixin, on an expired instance
+        session.commit()
+    assert files_under(storage_root) == []
+
+
+def test_an_exception_in_a_savepoint_block_deletes_what_the_block_stored(
+    engine: Engine, sessions: sessionmaker[Session], storage_root: Path
+) -> None:
+    with sessions() as session:
+        kept = new_document(session, "kept")
+        kept.set_content(b"kept")
+        try:
+            with session.begin_nested():
+                new_document(session, "lost").set_content(b"lost")
+                raise LookupError("the block fails")
+        except LookupError:
+            pass
+        session.commit()
+    assert [ref.location for ref in committed_refs(engine)] == files_under(storage_root)
+    assert len(files_under(storage_root)) == 1
+
+
+def test_a_savepoint_rollback_keeps_an_object_replaced_inside_it(
+    engine: Engine, sessions: sessionmaker[Session], storage_root: Path, deleting: StorageManager
+) -> None:
+    with sessions() as session:
+        doc = new_document(session)
+        old = doc.set_content(b"old")
+        session.commit()
+        savepoint = session.begin_nested()
+        doc.replace_content(b"new")
+        savepoint.rollback()
+        session.commit()
+        assert deleting.get(old) == b"old"
+    assert_storage_matches_database(engine, storage_root)
+
+
+def test_an_object_moved_to_another_row_is_not_deleted(
+    engine: Engine, sessions: sessionmaker[Session], storage_root: Path, deleting: StorageManager
+) -> None:
+    with sessions() as session:
+        doc = new_document(session)
+        ref = doc.set_content(b"moved")
+        session.commit()
+        attachment = Attachment(document_id=doc.id, file_ref=doc._file_ref)
+        session.add(attachment)
+        doc._file_ref = None
+        session.commit()
+        assert deleting.exists(ref)
+    assert_storage_matches_database(engine, storage_root)
+
+
+def test_without_delete_replaced_replaced_objects_are_kept(
+    engine: Engine, sessions: sessionmaker[Session], storage_root: Path, orm_manager: StorageManager
+) -> None:
+    with sessions() as session:
+        doc = new_document(session)
+        old = doc.set_content(b"old")
+        session.commit()
+        doc.replace_content(b"new")
+        session.commit()
+        assert orm_manager.exists(old)
+
+
+def test_a_call_can_ask_to_delete_the_previous_object(
+    engine: Engine, sessions: sessionmaker[Session], storage_root: Path, orm_manager: StorageManager
+) -> None:
+    with sessions() as session:
+        doc = new_document(session)
+        old = doc.set_content(b"old")
+        session.commit()
+        doc.replace_content(b"new", delete_previous=True)
+        assert orm_manager.exists(old)
+        session.commit()
+        assert not orm_manager.exists(old)
+        cleared = doc.content_ref
+        assert cleared is not None
+        doc.clear_content_reference(delete=True)
+        session.commit()
+        assert not orm_manager.exists(cleared)
+    assert files_under(storage_root) == []
+
+
+def test_a_call_can_keep_the_previous_object_against_its_policy(
+    engine: Engine, sessions: sessionmaker[Session], deleting: StorageManager
+) -> None:
+    with sessions() as session:
+        doc = new_document(session)
+        old = doc.set_content(b"old")
+        session.commit()
+        doc.replace_content(b"new", delete_previous=False)
+        session.commit()
+        assert deleting.exists(old)
+
+
+def test_asking_to_delete_without_tracking_is_refused_and_changes_nothing(engine: Engine) -> None:
+    with Session(engine) as session:  # not tracked
+        doc = new_document(session)
+        ref = doc.set_content(b"x")
+        with pytest.raises(StorageError, match="track_storage"):
+            doc.clear_content_reference(delete=True)
+        assert doc._file_ref == ref
+
+
+# -- cleanup failures -------------------------------------------------------------------------------
+
+
+class Reporter:
+    def __init__(self) -> None:
+        self.reports: list[tuple[StoredObjectRef, Exception, str]] = []
+
+    @hookimpl
+    def granite_storage_cleanup_failed(self, ref: StoredObjectRef, error: Exception, reason: str) -> None:
+        self.reports.append((ref, error, reason))
+
+
+class Broken:
+    @hookimpl
+    def granite_storage_cleanup_failed(self, ref: StoredObjectRef) -> None:
+        raise RuntimeError("a reporter that fails must not reach the commit")
+
+
+@pytest.fixture
+def reporter(orm_manager: StorageManager) -> Iterator[Reporter]:
+    reporter = Reporter()
+    names = [orm_manager.plugins.register(Broken()), orm_manager.plugins.register(reporter)]
+    try:
+        yield reporter
+    finally:
+        for name in names:
+            orm_manager.plugins.unregister(name)
+
+
+@pytest.fixture
+def failing_deletes(monkeypatch: pytest.MonkeyPatch, local_backend: LocalStorageBackend) -> None:
+    def refuse(key: str) -> None:
+        raise PermissionError(13, "Permission denied", key)
+
+    monkeypatch.setattr(local_backend, "delete", refuse)
+
+
+@pytest.mark.usefixtures("failing_deletes")
+def test_a_failed_cleanup_after_commit_keeps_the_commit_and_is_reported(
+    engine: Engine,
+    sessions: sessionmaker[Session],
+    deleting: StorageManager,
+    reporter: Reporter,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with sessions() as session:
+        doc = new_document(session)
+        old = doc.set_content(b"old")
+        session.commit()
+        new = doc.replace_content(b"new").new_ref
+        with caplog.at_level(logging.WARNING, logger="granite_storage.orm.tracking"):
+            session.commit()  # does not raise
+    assert committed_refs(engine) == [new]
+    assert [(ref, reason) for ref, _, reason in reporter.reports] == [(old, "replaced")]
+    assert isinstance(reporter.reports[0][1], PermissionError)
+    assert "garbage collector" in caplog.text
+
+
+@pytest.mark.usefixtures("failing_deletes")
+def test_a_failed_cleanup_after_rollback_does_not_raise_and_is_reported(
+    sessions: sessionmaker[Session], orm_manager: StorageManager, reporter: Reporter
+) -> None:
+    with sessions() as session:
+        ref = new_document(session).set_content(b"x")
+        session.rollback()  # does not raise
+    assert [(r, reason) for r, _, reason in reporter.reports] == [(ref, "rollback")]
+
+
+# -- what tracking covers -------------------------------------------------------------------------
+
+
+def test_without_tracking_nothing_is_deleted_implicitly(
+    engine: Engine, storage_root: Path, deleting: StorageManager
+) -> None:
+    with Session(engine) as session:
+        doc = new_document(session)
+        doc.set_content(b"a")
+        session.rollback()
+    with Session(engine) as session:
+        doc = new_document(session)
+        doc.set_content(b"b")
+        session.commit()
+        doc.replace_content(b"c")
+        session.commit()
+    assert len(files_under(storage_root)) == 3
+
+
+def test_tracking_can_be_installed_on_one_session(engine: Engine, storage_root: Path) -> None:
+    with Session(engine) as session:
+        new_document(session)  # the transaction has begun before tracking is installed
+        track_storage(session)
+        track_storage(session)  # twice is harmless
+        new_document(session).set_content(b"x")
+        session.rollback()
+    assert files_under(storage_root) == []
+
+
+def test_tracking_can_be_installed_on_a_session_class(engine: Engine, storage_root: Path) -> None:
+    class TrackedSession(Session):
+        pass
+
+    track_storage(TrackedSession)
+    with TrackedSession(engine) as session:
+        new_document(session).set_content(b"x")
+        session.rollback()
+    assert files_under(storage_root) == []
+
+
+def test_objects_stored_through_the_manager_can_be_registered(
+    engine: Engine, sessions: sessionmaker[Session], orm_manager: StorageManager, storage_root: Path
+) -> None:
+    with sessions() as session:
+        ref = orm_manager.put_bytes(
+            storage_key="documents", model_name="attachment", entity_id="1", field_name="file", content=b"x"
+        )
+        assert register_stored_object(session, ref, manager=orm_manager) is True
+        session.add(Attachment(file_ref=ref))
+        session.rollback()
+    assert files_under(storage_root) == []
+    with Session(engine) as untracked:
+        assert register_stored_object(untracked, ref, manager=orm_manager) is False
+
+
+def test_bulk_statements_are_invisible_to_tracking(
+    engine: Engine, sessions: sessionmaker[Session], storage_root: Path, deleting: StorageManager
+) -> None:
+    with sessions() as session:
+        new_document(session).set_content(b"x")
+        session.commit()
+        session.execute(delete(Document))
+        session.commit()
+    # The row is gone, the object is not: the garbage collector is the backstop for this.
+    assert len(files_under(storage_root)) == 1
+    assert committed_refs(engine) == []
+
+
+def test_track_storage_refuses_other_targets() -> None:
+    with pytest.raises(TypeError, match="sessionmaker"):
+        track_storage("session")  # type: ignore[arg-type]
