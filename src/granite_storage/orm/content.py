@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import mimetypes
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, BinaryIO, ClassVar, Protocol, TypeVar, overload
@@ -178,7 +179,8 @@ class StoredContentOperations:
         keep being served and memory stays flat. Its filename and content type are recorded. The
         model is updated back on the event loop's thread; as :meth:`set_content` otherwise.
 
-        If the awaiting task is cancelled after the object was stored, the object is deleted.
+        If the awaiting task is cancelled, the upload runs on in its thread and the object it stores
+        is deleted when it ends; the field is not changed.
         """
         file = upload_file.file
 
@@ -319,17 +321,28 @@ class StoredContentOperations:
         manager = self._manager()
         previous_ref = self.content_ref
         arguments = self._key_arguments(**key)
+        # If the awaiting task is cancelled, the worker thread still runs to its end (a thread cannot
+        # be stopped); whichever side learns last of the other deletes the object nothing will use.
+        lock = threading.Lock()
         stored: list[StoredObjectRef] = []
+        abandoned = False
 
         def work() -> StoredObjectRef:
             ref = put(manager, arguments)
-            stored.append(ref)
+            with lock:
+                if not abandoned:
+                    stored.append(ref)
+                    return ref
+            manager.delete(ref)
             return ref
 
         try:
             new_ref = await _run_in_thread(work)
         except BaseException:
-            for ref in stored:  # stored, then cancelled: nothing will point at it
+            with lock:
+                abandoned = True
+                leftovers = list(stored)
+            for ref in leftovers:
                 manager.delete(ref)
             raise
         self._point_at(manager, new_ref, previous_ref, delete_previous=delete_previous)
