@@ -10,6 +10,7 @@ from sphinx.application import Sphinx
 from sphinx.environment import BuildEnvironment
 
 import granite_storage
+import granite_storage.orm
 
 project = "granite-storage"
 author = "granite-storage developers"
@@ -48,34 +49,39 @@ html_theme = "furo"
 html_title = f"granite-storage {release}"
 
 # -- Cross-references ------------------------------------------------------------------------------------
-# Every reference must resolve (nitpicky), except those into the standard library and pluggy: the docs
-# build offline, so there is no intersphinx inventory to resolve them against.
+# Every reference must resolve (nitpicky), except those into the standard library and the libraries we
+# build on: the docs build offline, so there is no intersphinx inventory to resolve them against.
 nitpicky = True
+_FOREIGN = sys.stdlib_module_names | {"pluggy", "sqlalchemy", "alembic", "anyio", "starlette", "fastapi"}
 nitpick_ignore_regex = [
-    ("py:.*", rf"(?:{'|'.join(sorted(sys.stdlib_module_names | {'pluggy'}))})(?:\..+)?"),
+    ("py:.*", rf"(?:{'|'.join(sorted(_FOREIGN))})(?:\..+)?"),
 ]
 
 
 def _resolve_reexport(app: Sphinx, env: BuildEnvironment, node: pending_xref, contnode: Any) -> Any:
     """Resolve a public name (``granite_storage.StorageManager.get``) to where autodoc documents it.
 
-    Docstrings and pages refer to objects by the names users import: ``granite_storage.Name``, or a
-    bare ``Name``, optionally followed by an attribute. autodoc documents each object once, in the
-    module that defines it (``granite_storage.manager.StorageManager.get``).
+    Docstrings and pages refer to objects by the names users import: ``granite_storage.Name``,
+    ``granite_storage.orm.Name``, or a bare ``Name``, optionally followed by an attribute. autodoc
+    documents each object once, in the module that defines it
+    (``granite_storage.manager.StorageManager.get``).
     """
     if node.get("refdomain") != "py":
         return None
-    target = str(node.get("reftarget", "")).removeprefix("granite_storage.")
-    name = target.partition(".")[0]
-    if name not in granite_storage.__all__:
-        return None
-    module = getattr(getattr(granite_storage, name), "__module__", "")
-    if not isinstance(module, str) or not module.startswith("granite_storage."):
-        return None
-    canonical = f"{module}.{target}"
-    return env.get_domain("py").resolve_xref(
-        env, node["refdoc"], app.builder, node["reftype"], canonical, node, contnode
-    )
+    reftarget = str(node.get("reftarget", ""))
+    for package in (granite_storage.orm, granite_storage):
+        target = reftarget.removeprefix(f"{package.__name__}.")
+        name = target.partition(".")[0]
+        if name not in package.__all__:
+            continue
+        module = getattr(getattr(package, name), "__module__", "")
+        if not isinstance(module, str) or not module.startswith("granite_storage."):
+            continue
+        canonical = f"{module}.{target}"
+        return env.get_domain("py").resolve_xref(
+            env, node["refdoc"], app.builder, node["reftype"], canonical, node, contnode
+        )
+    return None
 
 
 def setup(app: Sphinx) -> dict[str, Any]:

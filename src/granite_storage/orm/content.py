@@ -252,7 +252,7 @@ class StoredContentOperations:
         """The content decoded as text, or ``None`` if the field holds no reference.
 
         ``encoding`` defaults to the ``charset`` of the stored content type, else UTF-8; ``errors``
-        is as for :meth:`bytes.decode`.
+        is as for ``bytes.decode``.
         """
         ref = self.content_ref
         if ref is None:

@@ -9,7 +9,8 @@ session event listeners that make storage follow the transaction exactly:
   kept for good when the outermost transaction commits;
 * an object the database stops pointing at (a reference replaced or cleared, its row deleted) is
   deleted after the outermost commit, never before, when its policy's
-  :attr:`~granite_storage.StoragePolicy.delete_replaced` or the call asks for it; a rollback keeps it;
+  ``delete_replaced`` (see :class:`~granite_storage.StoragePolicy`) or the call asks for it; a rollback
+  keeps it;
 * a failure while cleaning up never raises out of ``commit()`` or ``rollback()``: it is logged,
   reported through :func:`~granite_storage.hookspecs.granite_storage_cleanup_failed`, and the object
   is left for the garbage collector.
