@@ -90,8 +90,8 @@ def granite_storage_cleanup_failed(ref: StoredObjectRef, error: Exception, reaso
     Session tracking (:func:`granite_storage.orm.track_storage`) deletes objects when a transaction
     rolls back and, where asked, replaced objects after a commit. That cleanup runs after the
     database has decided, so a failure must not undo or hide the decision: it is logged (logger
-    ``granite_storage.orm.tracking``), reported through this hook, and the object is left for the
-    garbage collector. Use it to count or alert.
+    ``granite_storage.orm.tracking``), reported through this hook, and the object stays in storage.
+    Use it to count or alert.
 
     Args:
         ref: The reference of the object that is still stored.

@@ -33,7 +33,7 @@ class StoragePolicy:
             reference to it is replaced or cleared, or its row is deleted, the object is deleted
             after the outermost commit (never before; a rollback keeps it). Takes effect in
             sessions with storage tracking (:func:`granite_storage.orm.track_storage`); calls
-            can override it. Off by default: the garbage collector removes such objects later.
+            can override it. Off by default: such objects stay in storage.
 
     Raises:
         ConfigurationError: a value is invalid (empty names, a negative size, an unsafe prefix).

@@ -4,18 +4,24 @@ The servers are found through ``GRANITE_TEST_POSTGRES_URL`` and ``GRANITE_TEST_M
 the servers on this project's machines). A URL without a driver gets the one the project tests with
 (psycopg, PyMySQL). Where a server cannot be reached the tests that need it skip, saying why;
 ``GRANITE_TEST_REQUIRE_DATABASES=1`` (set by CI) turns that skip into a failure.
+
+Each test run works in a database of its own on each server (``granite_test_<pid>_<random>``), created
+on first use and dropped at the end, so that runs in parallel (tox's environments, two checkouts) never
+see each other's tables. Where the account may not create databases, the configured one is used.
 """
 
 from __future__ import annotations
 
 import os
+import secrets
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import DBAPIError
 
 from granite_storage import PluginHost, StorageBackend, StorageManager, StoragePolicy
 from granite_storage.orm import configure_storage_manager
@@ -34,12 +40,62 @@ DRIVERS = {"postgresql": "postgresql+psycopg", "mysql": "mysql+pymysql", "mariad
 DATABASES = ["sqlite", "postgresql", "mariadb"]
 
 
-def server_url(name: str) -> str:
-    """The URL of server ``name`` (``postgresql`` or ``mariadb``), with a driver."""
+def configured_url(name: str) -> URL:
+    """The URL configured for server ``name`` (``postgresql`` or ``mariadb``), with a driver."""
     url = make_url(os.environ.get(ENV_VARS[name]) or DEFAULT_URLS[name])
     if "+" not in url.drivername:
         url = url.set(drivername=DRIVERS.get(url.drivername, url.drivername))
-    return url.render_as_string(hide_password=False)
+    return url
+
+
+_SCRATCH: dict[str, URL] = {}  # server name: the URL of this run's database there
+_CREATED: list[tuple[URL, str]] = []  # (a URL to administer the server with, a database to drop)
+_UNREACHABLE: dict[str, Exception] = {}
+
+
+def server_url(name: str) -> str:
+    """The URL of this run's own database on server ``name``, created on first use.
+
+    Raises whatever connecting raised when the server cannot be reached.
+    """
+    if name in _UNREACHABLE:
+        raise _UNREACHABLE[name]
+    if name not in _SCRATCH:
+        try:
+            _SCRATCH[name] = create_scratch_database(configured_url(name))
+        except Exception as exc:  # any driver's connection error
+            _UNREACHABLE[name] = exc
+            raise
+    return _SCRATCH[name].render_as_string(hide_password=False)
+
+
+def create_scratch_database(url: URL) -> URL:
+    """Create a database for this run next to the one ``url`` names; ``url`` itself if not allowed."""
+    scratch = f"granite_test_{os.getpid()}_{secrets.token_hex(4)}"
+    admin = create_engine(url, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as connection:  # a connection failure propagates: unreachable
+            try:
+                connection.exec_driver_sql(f"CREATE DATABASE {scratch}")
+            except DBAPIError:
+                return url  # not allowed to create databases: share the configured one
+    finally:
+        admin.dispose()
+    _CREATED.append((url, scratch))
+    return url.set(database=scratch)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _drop_scratch_databases() -> Iterator[None]:
+    yield
+    for url, scratch in _CREATED:
+        force = " WITH (FORCE)" if url.get_backend_name() == "postgresql" else ""
+        admin = create_engine(url, isolation_level="AUTOCOMMIT")
+        try:
+            with admin.connect() as connection:
+                connection.exec_driver_sql(f"DROP DATABASE IF EXISTS {scratch}{force}")
+        finally:
+            admin.dispose()
 
 
 def sqlite_engine(path: Path, **kwargs: Any) -> Engine:
@@ -63,8 +119,8 @@ def make_savepoints_work(engine: Engine) -> None:
         connection.exec_driver_sql("BEGIN")
 
 
-def unreachable(name: str, url: str, exc: Exception) -> None:
-    where = make_url(url).render_as_string(hide_password=True)
+def unreachable(name: str, url: URL, exc: Exception) -> NoReturn:
+    where = url.render_as_string(hide_password=True)
     reason = f"{name} is not reachable at {where} ({type(exc).__name__}: {exc}); set {ENV_VARS[name]}"
     if os.environ.get("GRANITE_TEST_REQUIRE_DATABASES") == "1":
         pytest.fail(f"GRANITE_TEST_REQUIRE_DATABASES=1 but {reason}")
@@ -72,15 +128,13 @@ def unreachable(name: str, url: str, exc: Exception) -> None:
 
 
 def server_engine(name: str, **kwargs: Any) -> Engine:
-    """An engine on server ``name``, or skip (fail in CI) if it cannot be reached."""
-    url = server_url(name)
-    engine = create_engine(url, **kwargs)
+    """An engine on this run's database on server ``name``; skip (fail in CI) if it is unreachable."""
     try:
+        engine = create_engine(server_url(name), **kwargs)
         with engine.connect():
             pass
     except Exception as exc:  # any driver's connection error
-        engine.dispose()
-        unreachable(name, url, exc)
+        unreachable(name, configured_url(name), exc)
     return engine
 
 

@@ -6,7 +6,7 @@ import uuid
 
 from sqlalchemy import ForeignKey, String
 from sqlalchemy.dialects.postgresql import UUID
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from granite_storage import StoredContent, StoredContentMixin, StoredObjectRef, StoredObjectRefType
 
@@ -25,6 +25,8 @@ class Document(StoredContentMixin, Base):
     id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=uuid.uuid4)
     title: Mapped[str] = mapped_column(String(200))
     _file_ref: Mapped[StoredObjectRef | None] = mapped_column(StoredObjectRefType(), nullable=True)
+
+    attachments: Mapped[list[Attachment]] = relationship(cascade="all, delete-orphan")
 
 
 class User(Base):

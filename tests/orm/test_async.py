@@ -242,3 +242,18 @@ async def test_a_cancelled_upload_leaves_nothing_behind(
             await asyncio.sleep(0.01)
     assert stream.chunks == []
     assert files_under(storage_root) == []
+
+
+async def test_assigning_a_reference_after_commit_needs_no_query_without_tracking(
+    async_engine: AsyncEngine, orm_manager: StorageManager
+) -> None:
+    configure_storage_manager(Base, orm_manager)
+    untracked = async_sessionmaker(async_engine)  # expire_on_commit: the reference is unloaded
+    async with untracked() as session:
+        doc = Document(title="plain")
+        session.add(doc)
+        await session.flush()
+        doc.set_content(b"x")
+        await session.commit()
+        doc._file_ref = None  # a plain assignment: loads nothing, so no MissingGreenlet
+        await session.commit()

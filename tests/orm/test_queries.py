@@ -49,6 +49,7 @@ def test_takes_the_attribute_itself_and_any_field_of_a_multi_file_model(engine: 
         avatar = user.avatar.set_content(b"a")
         session.commit()
         assert list(iter_model_storage_refs(session, User, User.avatar_ref)) == [avatar]
+        assert list(iter_model_storage_refs(session, User, "avatar")) == [avatar]
         assert list(iter_model_storage_refs(session, User, "thumbnail_ref")) == []
 
 

@@ -59,8 +59,7 @@ class ReplaceContentResult:
 
     Attributes:
         previous_ref: The reference the model held before, or ``None``. Its object is not deleted
-            here: with session tracking it can be deleted after commit, else the garbage
-            collector removes it.
+            here: with session tracking it can be deleted after commit, else it stays in storage.
         new_ref: The reference of the content just stored, now held by the model.
     """
 
@@ -305,11 +304,18 @@ class StoredContentOperations:
         delete_previous: bool | None,
         **key: Any,
     ) -> StoredObjectRef:
-        manager = self._manager()
-        previous_ref = self.content_ref
+        manager, previous_ref = self._prepare(delete_previous)
         new_ref = put(manager, self._key_arguments(**key))
         self._point_at(manager, new_ref, previous_ref, delete_previous=delete_previous)
         return new_ref
+
+    def _prepare(self, delete_previous: bool | None) -> tuple[StorageManager, StoredObjectRef | None]:
+        """The manager and the reference to replace, checked before anything is stored."""
+        manager = self._manager()
+        previous_ref = self.content_ref
+        if delete_previous and previous_ref is not None and not tracking.is_tracked(self._content_field()[0]):
+            tracking.raise_untracked()
+        return manager, previous_ref
 
     async def _store_async(
         self,
@@ -318,8 +324,7 @@ class StoredContentOperations:
         delete_previous: bool | None,
         **key: Any,
     ) -> StoredObjectRef:
-        manager = self._manager()
-        previous_ref = self.content_ref
+        manager, previous_ref = self._prepare(delete_previous)
         arguments = self._key_arguments(**key)
         # If the awaiting task is cancelled, the worker thread still runs to its end (a thread cannot
         # be stopped); whichever side learns last of the other deletes the object nothing will use.

@@ -1,4 +1,4 @@
-"""Reading references back out of the database, for the garbage collector and for audits."""
+"""Reading references back out of the database: for audits, and for finding orphaned objects."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from granite_storage.errors import ConfigurationError
+from granite_storage.orm.content import StoredContent
 from granite_storage.orm.types import StoredObjectRefType
 from granite_storage.refs import StoredObjectRef
 
@@ -24,6 +25,9 @@ def iter_model_storage_refs(
 ) -> Iterator[StoredObjectRef]:
     """Yield the reference of every row of ``model`` whose ``attribute`` holds one.
 
+    ``attribute`` is the reference attribute (``"_file_ref"``, or ``Document._file_ref``) or the
+    name of a :class:`~granite_storage.orm.StoredContent` field (``"avatar"``).
+
     Streams: only the one column is selected, ``batch_size`` rows at a time (a server-side cursor
     on PostgreSQL and MariaDB), and no ORM objects are built, so memory stays flat on a table of
     millions of rows. Rows without a reference are skipped, including the JSON ``null`` that
@@ -35,6 +39,8 @@ def iter_model_storage_refs(
         InvalidReferenceError: a row holds JSON that is not a reference.
     """
     column = getattr(model, attribute) if isinstance(attribute, str) else attribute
+    if isinstance(column, StoredContent):  # a field's name stands for its reference attribute
+        column = getattr(model, column.ref_attribute)
     column_type = getattr(getattr(column, "expression", None), "type", None)
     if not isinstance(column_type, StoredObjectRefType):
         raise ConfigurationError(

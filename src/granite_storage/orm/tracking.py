@@ -6,34 +6,46 @@ session event listeners that make storage follow the transaction exactly:
 
 * an object stored while a transaction or SAVEPOINT is open belongs to it: if that transaction rolls
   back, the object is deleted; if it commits, the object is handed to the enclosing transaction, and
-  kept for good when the outermost transaction commits;
+  kept for good when the outermost transaction commits. An instance whose row another session
+  flushes (``merge``, or ``expunge`` then ``add``) takes its object along to that session;
 * an object the database stops pointing at (a reference replaced or cleared, its row deleted) is
-  deleted after the outermost commit, never before, when its policy's
-  ``delete_replaced`` (see :class:`~granite_storage.StoragePolicy`) or the call asks for it; a rollback
-  keeps it;
-* a failure while cleaning up never raises out of ``commit()`` or ``rollback()``: it is logged,
+  deleted after the outermost commit, never before, when its policy's ``delete_replaced`` (see
+  :class:`~granite_storage.StoragePolicy`) or the call asks for it, and no row the session wrote in
+  that transaction points at it any more; a rollback keeps it;
+* a failure while cleaning up never raises out of ``commit()`` or ``rollback()``: it is logged and
   reported through :func:`~granite_storage.hookspecs.granite_storage_cleanup_failed`, and the object
-  is left for the garbage collector.
+  stays in storage.
+
+A session joined to a transaction it does not own (bound to a ``Connection`` whose transaction is
+already open, the usual test-fixture pattern) cannot commit for real: its commit only ends a
+SAVEPOINT. Its decisions then wait for that connection's own ``COMMIT`` or ``ROLLBACK``.
 
 Sessions without tracking keep the seed's behaviour: nothing is deleted implicitly.
 
-Only changes the session sees are followed. A bulk ``UPDATE``/``DELETE`` statement, or the same
-reference copied into two rows, is invisible to it; objects left behind that way are the garbage
-collector's to remove, and ``delete_replaced`` should only be enabled for slots whose objects belong
-to one row each.
+Only changes the session sees are followed: the model API, assignments to a
+:class:`~granite_storage.StoredObjectRefType` attribute, and deleted rows whose reference was
+loaded (``session.delete()`` loads it; a delete-orphan cascade of an unloaded row does not). A bulk
+``UPDATE``/``DELETE`` statement is invisible, and a reference shared with a row the transaction did
+not touch is assumed not to exist: enable ``delete_replaced`` only for slots whose objects belong to
+one row each. Objects left behind are never deleted by tracking; a garbage collector is the tool for
+them.
+
+Cleanup runs inside ``commit()`` and ``rollback()``; with an ``AsyncSession`` it runs on the event
+loop's thread, one backend call per object.
 """
 
 from __future__ import annotations
 
 import logging
 import weakref
-from collections.abc import Iterable
+from collections import Counter
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
-from sqlalchemy import event, inspect
+from sqlalchemy import Connection, event, inspect, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-from sqlalchemy.orm import Mapper, Session, SessionTransaction, object_session, sessionmaker
+from sqlalchemy.orm import NO_VALUE, Mapper, Session, SessionTransaction, object_session, sessionmaker
 
 from granite_storage.errors import StorageError
 from granite_storage.manager import StorageManager
@@ -46,9 +58,11 @@ logger = logging.getLogger(__name__)
 
 _STATE_KEY = "granite_storage.tracking"
 
+#: Targets :func:`track_storage` was installed on: sessions, and Session classes (a sessionmaker's own).
 _TRACKED: weakref.WeakSet[object] = weakref.WeakSet()
 
 _ObjectId = tuple[str, str, str]  # (storage_key, backend, location): one stored object
+_Reason = Literal["rollback", "replaced"]
 
 
 def _object_id(ref: StoredObjectRef) -> _ObjectId:
@@ -57,30 +71,44 @@ def _object_id(ref: StoredObjectRef) -> _ObjectId:
 
 @dataclass
 class _Release:
-    """An object the database stopped pointing at, and whether to delete it after the commit."""
+    """An object the database may have stopped pointing at, and whether to delete it then."""
 
     manager: StorageManager
     ref: StoredObjectRef
-    delete: bool | None  # None: as the policy says
+    delete: bool | None  # None: as its policy says
 
 
 @dataclass
 class _Pending:
-    """What happened to storage inside one transaction or SAVEPOINT that has not ended yet."""
+    """What happened to storage inside one transaction or SAVEPOINT that has not ended yet.
+
+    ``rows`` counts, per object, how many more rows point at it than before the transaction: each
+    flushed assignment adds one, each flushed replacement or row deletion takes one away.
+    """
 
     stored: dict[_ObjectId, tuple[StorageManager, StoredObjectRef]] = field(default_factory=dict)
     released: dict[_ObjectId, _Release] = field(default_factory=dict)
-    assigned: set[_ObjectId] = field(default_factory=set)
+    rows: Counter[_ObjectId] = field(default_factory=Counter)
 
     def absorb(self, child: _Pending) -> None:
-        """Take over what a committed SAVEPOINT did; its later decisions win."""
+        """Take over what a committed SAVEPOINT did; its decisions are the later ones."""
         self.stored.update(child.stored)
-        for object_id, release in child.released.items():
-            self.released[object_id] = release
-        self.assigned |= child.assigned
+        self.released.update(child.released)
+        self.rows.update(child.rows)
+
+    def unreferenced(self) -> Iterator[_Release]:
+        """The released objects that no row points at once this (outermost) transaction commits.
+
+        An object stored in this transaction started with no row; any other started with one, the
+        row it was released from.
+        """
+        for object_id, release in self.released.items():
+            rows_before = 0 if object_id in self.stored else 1
+            if rows_before + self.rows[object_id] <= 0:
+                yield release
 
 
-@dataclass
+@dataclass(eq=False)
 class _SessionState:
     """One tracked session's bookkeeping, kept in ``session.info``."""
 
@@ -88,13 +116,17 @@ class _SessionState:
     committed: set[SessionTransaction] = field(default_factory=set)
 
 
+#: Which session's state holds each object stored in a transaction that has not ended yet.
+_OWNERS: weakref.WeakValueDictionary[_ObjectId, _SessionState] = weakref.WeakValueDictionary()
+
+
 def track_storage(
     target: Session | type[Session] | sessionmaker[Any] | AsyncSession | async_sessionmaker[Any],
 ) -> None:
     """Make storage follow the transactions of the sessions ``target`` makes (opt-in).
 
-    ``target`` is a ``sessionmaker`` or ``async_sessionmaker`` (every session it makes from now on),
-    a ``Session`` subclass (every instance), or one ``Session`` or ``AsyncSession``. Installing
+    ``target`` is a ``sessionmaker`` or ``async_sessionmaker`` (every session it makes), a
+    ``Session`` subclass (every instance), or one ``Session`` or ``AsyncSession``. Installing
     tracking twice on one target is harmless. See the module documentation for what it guarantees.
 
     For an ``async_sessionmaker`` whose sessions would use the plain ``Session`` class, a subclass is
@@ -112,15 +144,13 @@ def track_storage(
         target = sync_class
     elif isinstance(target, AsyncSession):
         target = target.sync_session
-    if not isinstance(target, Session | sessionmaker) and not (
-        isinstance(target, type) and issubclass(target, Session)
-    ):
+    elif isinstance(target, sessionmaker):
+        target = target.class_  # each sessionmaker makes sessions of a Session subclass of its own
+    if not isinstance(target, Session) and not (isinstance(target, type) and issubclass(target, Session)):
         raise TypeError(
             "track_storage() takes a sessionmaker, async_sessionmaker, Session subclass, Session or "
             f"AsyncSession, got {target!r}"
         )
-    if isinstance(target, sessionmaker):
-        target = target.class_  # each sessionmaker makes sessions of a Session subclass of its own
     # Our own record rather than event.contains(), which keys on id() and can mistake a new class
     # for a collected one that had the same address.
     if target in _TRACKED:
@@ -140,8 +170,16 @@ def register_stored_object(session: Session, ref: StoredObjectRef, *, manager: S
     state = _state(session)
     if state is None:
         return False
-    _pending(session, state).stored[_object_id(ref)] = (manager, ref)
+    object_id = _object_id(ref)
+    _pending(session, state).stored[object_id] = (manager, ref)
+    _OWNERS[object_id] = state
     return True
+
+
+def is_tracked(instance: object) -> bool:
+    """Whether ``instance`` belongs to a session with storage tracking."""
+    session = object_session(instance)
+    return session is not None and _state(session) is not None
 
 
 def record_stored(instance: object, manager: StorageManager, ref: StoredObjectRef) -> None:
@@ -164,12 +202,17 @@ def record_released(
     state = _state(session) if session is not None else None
     if session is None or state is None:
         if delete:
-            raise StorageError(
-                "deleting the previous content after commit needs a session with storage tracking "
-                "(granite_storage.orm.track_storage) holding this instance; nothing was deleted"
-            )
+            raise_untracked()
         return
     _pending(session, state).released[_object_id(ref)] = _Release(manager, ref, delete)
+
+
+def raise_untracked() -> None:
+    """Refuse ``delete=True`` outside a tracked session."""
+    raise StorageError(
+        "deleting the previous content after commit needs a session with storage tracking "
+        "(granite_storage.orm.track_storage) holding this instance; nothing was changed"
+    )
 
 
 def _state(session: Session) -> _SessionState | None:
@@ -199,33 +242,84 @@ def _is_boundary(transaction: SessionTransaction) -> bool:
     return transaction.parent is None or transaction.nested
 
 
-# -- session events ---------------------------------------------------------------------------------
+# -- flushes: which rows point at which objects ---------------------------------------------------
 
 
 def _on_before_flush(session: Session, flush_context: Any, instances: Iterable[object] | None) -> None:
-    """Note which references this flush writes and which it removes from the database."""
     state = _state(session)
     if state is None:
         return
     pending = _pending(session, state)
     for instance in [*session.new, *session.dirty]:
-        for key in _ref_attributes(inspect(instance).mapper):
-            history = inspect(instance).attrs[key].history
-            pending.assigned.update(_object_id(ref) for ref in history.added if ref is not None)
-            _release(pending, instance, history.deleted)
+        instance_state = inspect(instance)
+        for key in _ref_attributes(instance_state.mapper):
+            history = instance_state.attrs[key].history
+            if not history.added and not history.deleted:
+                continue
+            removed = list(history.deleted)
+            if not removed and instance_state.persistent and _replaced_unloaded(instance_state, key):
+                removed = [_value_in_database(session, instance, key)]
+            for ref in history.added:
+                if isinstance(ref, StoredObjectRef):
+                    pending.rows[_object_id(ref)] += 1
+                    _take_over(session, state, pending, ref)
+            _release(pending, instance, removed)
     for instance in session.deleted:
         for key in _ref_attributes(inspect(instance).mapper):
-            # Read before the DELETE runs; this loads the column if it was expired.
-            _release(pending, instance, [getattr(instance, key)])
+            getattr(instance, key)  # load it while the row exists; _on_deleted releases it
+
+
+def _on_deleted(session: Session, instance: object) -> None:
+    """A flush deleted ``instance``'s row (``session.delete()`` or a delete-orphan cascade)."""
+    state = _state(session)
+    if state is None:
+        return
+    pending = _pending(session, state)
+    loaded = inspect(instance).dict
+    _release(pending, instance, [loaded.get(key) for key in _ref_attributes(inspect(instance).mapper)])
 
 
 def _release(pending: _Pending, instance: object, refs: Iterable[Any]) -> None:
     manager = getattr(type(instance), "__storage_manager__", None)
-    if not isinstance(manager, StorageManager):
-        return  # no manager to delete with; the garbage collector is the backstop
     for ref in refs:
-        if isinstance(ref, StoredObjectRef):
-            pending.released.setdefault(_object_id(ref), _Release(manager, ref, None))
+        if not isinstance(ref, StoredObjectRef):
+            continue
+        object_id = _object_id(ref)
+        pending.rows[object_id] -= 1
+        if isinstance(manager, StorageManager):  # else nothing could delete it
+            pending.released.setdefault(object_id, _Release(manager, ref, None))
+
+
+def _replaced_unloaded(instance_state: Any, key: str) -> bool:
+    """Whether the value ``key`` had in the database was never loaded before being replaced."""
+    return instance_state.committed_state.get(key, None) is NO_VALUE
+
+
+def _value_in_database(session: Session, instance: object, key: str) -> Any:
+    mapper = inspect(instance).mapper
+    identity = mapper.primary_key_from_instance(instance)
+    query = select(getattr(type(instance), key)).where(
+        *(column == value for column, value in zip(mapper.primary_key, identity, strict=True))
+    )
+    with session.no_autoflush:
+        return session.execute(query).scalar_one_or_none()
+
+
+def _take_over(session: Session, state: _SessionState, pending: _Pending, ref: StoredObjectRef) -> None:
+    """A row of this session now points at an object another session stored: the object follows it."""
+    object_id = _object_id(ref)
+    owner = _OWNERS.get(object_id)
+    if owner is None or owner is state:
+        return
+    for other in owner.pending.values():
+        stored = other.stored.pop(object_id, None)
+        if stored is not None:
+            pending.stored[object_id] = stored
+            _OWNERS[object_id] = state
+            return
+
+
+# -- transaction outcomes -------------------------------------------------------------------------
 
 
 def _on_after_commit(session: Session) -> None:
@@ -248,47 +342,114 @@ def _on_transaction_end(session: Session, transaction: SessionTransaction) -> No
     if pending is None:
         return
     if not committed:
-        # Rolled back (or closed without a commit): what it stored is referenced by nothing.
-        for manager, ref in pending.stored.values():
-            _delete_quietly(manager, ref, reason="rollback")
+        _rolled_back(pending)
     elif transaction.nested:
         parent = transaction.parent
         while parent is not None and not _is_boundary(parent):
             parent = parent.parent
         if parent is not None:
             state.pending.setdefault(parent, _Pending()).absorb(pending)
+    elif (outer := _external_transaction(session)) is not None:
+        _wait_for(outer, pending)
     else:
-        for object_id, release in pending.released.items():
-            if object_id not in pending.assigned and _should_delete(release):
-                _delete_quietly(release.manager, release.ref, reason="replaced")
+        _committed(pending)
 
 
-def _should_delete(release: _Release) -> bool:
-    if release.delete is not None:
-        return release.delete
+def _rolled_back(pending: _Pending) -> None:
+    """What the transaction stored is referenced by nothing; what it released is referenced again."""
+    for object_id, (manager, ref) in pending.stored.items():
+        _OWNERS.pop(object_id, None)
+        _cleanup(manager, ref, reason="rollback")
+
+
+def _committed(pending: _Pending) -> None:
+    for object_id in pending.stored:
+        _OWNERS.pop(object_id, None)
+    for release in pending.unreferenced():
+        _cleanup(release.manager, release.ref, reason="replaced", decision=release.delete)
+
+
+def _cleanup(
+    manager: StorageManager, ref: StoredObjectRef, *, reason: _Reason, decision: bool | None = True
+) -> None:
+    """Delete after the database has decided: whatever fails is logged and reported, never raised."""
     try:
-        return release.manager.policy(release.ref.storage_key).delete_replaced
-    except StorageError:
-        logger.warning("no policy for %r; keeping %s", release.ref.storage_key, release.ref.location)
-        return False
-
-
-def _delete_quietly(manager: StorageManager, ref: StoredObjectRef, *, reason: str) -> None:
-    """Delete after the database has decided: a failure is logged and reported, never raised."""
-    try:
-        manager.delete(ref)
+        if decision is None:
+            decision = manager.policy(ref.storage_key).delete_replaced
+        if decision:
+            manager.delete(ref)
+            logger.debug("deleted %s from %r (%s)", ref.location, ref.backend, reason)
     except Exception as exc:
         logger.warning(
-            "could not delete %s from %r after a %s; the garbage collector will remove it",
+            "could not delete %s from %r after a %s; it stays in storage",
             ref.location,
             ref.backend,
             "rollback" if reason == "rollback" else "commit",
             exc_info=exc,
         )
         manager.plugins.report_cleanup_failure(ref, exc, reason)
-    else:
-        logger.debug("deleted %s from %r (%s)", ref.location, ref.backend, reason)
 
+
+# -- sessions inside a transaction they do not own ------------------------------------------------
+
+
+def _external_transaction(session: Session) -> Connection | None:
+    """The connection whose transaction is still open after the session "committed", if any.
+
+    A session bound to a ``Connection`` with a transaction already begun (``join_transaction_mode``)
+    ends only a SAVEPOINT, or nothing, when it commits.
+    """
+    bind = session.bind
+    if isinstance(bind, Connection) and bind.in_transaction():
+        return bind
+    return None
+
+
+@dataclass
+class _Waiting:
+    """Decisions of committed sessions waiting for their connection's own COMMIT or ROLLBACK."""
+
+    pending: list[_Pending] = field(default_factory=list)
+    savepoint_rolled_back: bool = False
+
+
+_WAITING: weakref.WeakKeyDictionary[Connection, _Waiting] = weakref.WeakKeyDictionary()
+_LISTENING: weakref.WeakSet[Connection] = weakref.WeakSet()
+
+
+def _wait_for(connection: Connection, pending: _Pending) -> None:
+    if connection not in _LISTENING:
+        # Left in place once installed: removing a listener while SQLAlchemy runs it is an error,
+        # and with nothing waiting they do nothing.
+        event.listen(connection, "commit", _on_connection_commit)
+        event.listen(connection, "rollback", _on_connection_rollback)
+        event.listen(connection, "rollback_savepoint", _on_connection_savepoint_rollback)
+        _LISTENING.add(connection)
+    _WAITING.setdefault(connection, _Waiting()).pending.append(pending)
+
+
+def _on_connection_commit(connection: Connection) -> None:
+    waiting = _WAITING.pop(connection, _Waiting())
+    for pending in waiting.pending:
+        if waiting.savepoint_rolled_back:
+            # Some of the rows may have been undone by the connection's own SAVEPOINTs: keep every
+            # object, which can leave some behind but never a row without its object.
+            pending.released.clear()
+        _committed(pending)
+
+
+def _on_connection_rollback(connection: Connection) -> None:
+    for pending in _WAITING.pop(connection, _Waiting()).pending:
+        _rolled_back(pending)
+
+
+def _on_connection_savepoint_rollback(connection: Connection, name: str, context: Any) -> None:
+    waiting = _WAITING.get(connection)
+    if waiting is not None:
+        waiting.savepoint_rolled_back = True
+
+
+# -- the mapped attributes that hold references ----------------------------------------------------
 
 _REF_ATTRIBUTES: weakref.WeakKeyDictionary[Mapper[Any], tuple[str, ...]] = weakref.WeakKeyDictionary()
 
@@ -306,24 +467,9 @@ def _ref_attributes(mapper: Mapper[Any]) -> tuple[str, ...]:
     return keys
 
 
-@event.listens_for(Mapper, "mapper_configured")
-def _load_replaced_values(mapper: Mapper[Any], class_: type) -> None:
-    """Make assigning to a reference column load the value it replaces, if it was not loaded.
-
-    Without this, ``doc.file_ref = None`` on an expired instance would not tell the flush which
-    reference it removed, and ``delete_replaced`` could not act on it. Costs one ``SELECT`` of the
-    column in that case only.
-    """
-    for key in _ref_attributes(mapper):
-        event.listen(getattr(class_, key), "set", _ignore_set, active_history=True)
-
-
-def _ignore_set(target: object, value: Any, oldvalue: Any, initiator: Any) -> None:
-    return None
-
-
 _LISTENERS = (
     ("before_flush", _on_before_flush),
+    ("persistent_to_deleted", _on_deleted),
     ("after_commit", _on_after_commit),
     ("after_transaction_end", _on_transaction_end),
 )
