@@ -20,6 +20,7 @@ from granite_storage.errors import (
     PluginError,
     StorageError,
     StoragePermissionError,
+    UnsupportedOperationError,
 )
 from granite_storage.manager import StorageManager
 from granite_storage.plugins import PluginHost
@@ -49,6 +50,7 @@ __all__ = [
     "StoragePermissionError",
     "StoragePolicy",
     "StoredObjectRef",
+    "UnsupportedOperationError",
     "__version__",
     "hookimpl",
     "parse_size",
