@@ -53,6 +53,8 @@ html_title = f"granite-storage {release}"
 nitpicky = True
 nitpick_ignore_regex = [
     ("py:.*", rf"(?:{'|'.join(sorted(sys.stdlib_module_names | {'pluggy'}))})(?:\..+)?"),
+    # boto3's client type, from the stubs (mypy_boto3_s3), which exist for type checkers only.
+    ("py:.*", r"(?:mypy_boto3_s3|botocore|boto3)(?:\..+)?|S3Client|StreamingBody"),
 ]
 
 

@@ -69,7 +69,7 @@ _MIB = 1024 * 1024
 MIN_PART_SIZE = 5 * _MIB
 _MAX_PART_SIZE = 5 * 1024 * _MIB
 _MAX_PARTS = 10_000
-#: The default part size, 8 MiB (boto3's too): objects up to 78 GiB fit in S3's 10,000 parts.
+#: The default part size, 8 MiB (as in boto3), which fits objects up to 78 GiB in S3's 10,000 parts.
 DEFAULT_PART_SIZE = 8 * _MIB
 #: How many parts are uploaded at once by default.
 DEFAULT_MAX_CONCURRENCY = 4
