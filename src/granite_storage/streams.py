@@ -169,9 +169,9 @@ class BoundedReader(io.RawIOBase):
     """
 
     def __init__(self, stream: Readable, length: int | None) -> None:
-        super().__init__()
         if length is not None and (isinstance(length, bool) or not isinstance(length, int) or length < 0):
             raise ValueError(f"length must be a non-negative integer or None, got {length!r}")
+        super().__init__()
         self._stream = stream
         self._remaining = length
 
@@ -198,7 +198,8 @@ class BoundedReader(io.RawIOBase):
         """Close this reader and the stream it reads from."""
         if not self.closed:
             try:
-                close = getattr(self._stream, "close", None)
+                # getattr: the finalizer closes even an instance whose __init__ raised.
+                close = getattr(getattr(self, "_stream", None), "close", None)
                 if close is not None:
                     close()
             finally:
