@@ -55,6 +55,8 @@ nitpicky = True
 _FOREIGN = sys.stdlib_module_names | {"pluggy", "sqlalchemy", "alembic", "anyio", "starlette", "fastapi"}
 nitpick_ignore_regex = [
     ("py:.*", rf"(?:{'|'.join(sorted(_FOREIGN))})(?:\..+)?"),
+    # boto3's client type, from the stubs (mypy_boto3_s3), which exist for type checkers only.
+    ("py:.*", r"(?:mypy_boto3_s3|botocore|boto3)(?:\..+)?|S3Client|StreamingBody"),
 ]
 
 

@@ -34,7 +34,11 @@ def s3_plugin_installed() -> bool:
 
 def importable_modules() -> list[str]:
     names = [*public_modules(granite_storage), *public_modules(granite_storage_local)]
-    # The 0.1.0 import path of the S3 backend raises ImportError until its plugin is installed
+    if s3_plugin_installed():
+        import granite_storage_s3
+
+        names += public_modules(granite_storage_s3)
+    # The 0.1.0 import path of the S3 backend raises ImportError without its plugin
     # (tests/test_import_paths.py checks that).
     return [name for name in names if name != "granite_storage.backends.s3" or s3_plugin_installed()]
 
@@ -49,6 +53,7 @@ def test_the_walk_finds_the_modules_it_should() -> None:
         "granite_storage.backends",
         "granite_storage.backends.local",
         "granite_storage.config",
+        "granite_storage.headers",
         "granite_storage.errors",
         "granite_storage.hookspecs",
         "granite_storage.keys",

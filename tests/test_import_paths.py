@@ -23,9 +23,10 @@ def test_the_local_backend_path_exports_only_the_backend() -> None:
 
 
 @pytest.fixture
-def without_s3_plugin() -> None:
-    if importlib.util.find_spec("granite_storage_s3") is not None:
-        pytest.skip("granite-storage-s3 is installed here; this checks the path without it")
+def without_s3_plugin(monkeypatch: pytest.MonkeyPatch) -> None:
+    """As if granite-storage-s3 were not installed: importing it raises ModuleNotFoundError."""
+    monkeypatch.setitem(sys.modules, "granite_storage_s3", None)
+    monkeypatch.delitem(sys.modules, "granite_storage.backends.s3", raising=False)
 
 
 @pytest.mark.usefixtures("without_s3_plugin")
@@ -34,6 +35,7 @@ def test_the_s3_backend_path_raises_import_error_naming_the_pip_command() -> Non
         importlib.import_module("granite_storage.backends.s3")
     assert isinstance(raised.value.__cause__, ModuleNotFoundError)
     assert raised.value.__cause__.name == "granite_storage_s3"
+    assert "not released" not in str(raised.value)
 
 
 @pytest.mark.usefixtures("without_s3_plugin")
@@ -42,3 +44,13 @@ def test_the_s3_backend_path_fails_the_same_way_every_time() -> None:
         with pytest.raises(ImportError, match="granite-storage-s3"):
             importlib.import_module("granite_storage.backends.s3")
     assert "granite_storage.backends.s3" not in sys.modules
+
+
+def test_the_s3_backend_path_resolves_to_the_plugin_class() -> None:
+    if importlib.util.find_spec("granite_storage_s3") is None:
+        pytest.skip("granite-storage-s3 is not installed")
+    import granite_storage_s3
+    from granite_storage.backends.s3 import S3StorageBackend
+
+    assert S3StorageBackend is granite_storage_s3.S3StorageBackend
+    assert S3StorageBackend.__module__ == "granite_storage_s3.backend"

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+import granite_storage_local.hooks
 from granite_storage import (
     ConfigurationError,
     PluginError,
@@ -291,9 +292,11 @@ def test_unknown_backend_type_names_the_installed_types(plugin_host: PluginHost)
     assert "local (granite-storage-local)" in message
 
 
-def test_unknown_s3_type_names_the_s3_extra(plugin_host: PluginHost) -> None:
-    with pytest.raises(ConfigurationError, match=r'pip install "granite-storage\[s3\]"'):
-        StorageManager.from_config(config_of_type("s3", bucket="b"), plugins=plugin_host)
+def test_unknown_s3_type_names_the_s3_extra(empty_host: PluginHost) -> None:
+    empty_host.register(granite_storage_local.hooks, name="local")  # the S3 plugin is not installed
+    with pytest.raises(ConfigurationError, match=r'pip install "granite-storage\[s3\]"') as raised:
+        StorageManager.from_config(config_of_type("s3", bucket="b"), plugins=empty_host)
+    assert "not released" not in str(raised.value)
 
 
 def test_unknown_third_party_type_suggests_a_package_name(plugin_host: PluginHost) -> None:

@@ -23,6 +23,7 @@ from granite_storage.errors import (
     StorageError,
     StoragePermissionError,
     UnsavedEntityError,
+    UnsupportedOperationError,
 )
 from granite_storage.manager import StorageManager
 from granite_storage.plugins import PluginHost
@@ -80,6 +81,7 @@ __all__ = [
     "StoredObjectRef",
     "StoredObjectRefType",
     "UnsavedEntityError",
+    "UnsupportedOperationError",
     "__version__",
     "hookimpl",
     "iter_model_storage_refs",

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import abc
+import io
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
-from granite_storage.errors import ObjectNotFoundError
-from granite_storage.streams import Readable
+from granite_storage.errors import ObjectNotFoundError, UnsupportedOperationError
+from granite_storage.streams import DEFAULT_CHUNK_SIZE, BoundedReader, Readable
 
-__all__ = ["ObjectInfo", "StorageBackend"]
+__all__ = ["ObjectInfo", "StorageBackend", "check_range"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,11 +45,17 @@ class StorageBackend(abc.ABC):
       if reading or writing fails (including :class:`~granite_storage.ContentTooLargeError` raised by
       the stream), publishes nothing, leaves nothing behind and re-raises. No reader ever sees a
       partial object at ``key``.
-    * :meth:`open`, :meth:`get` and :meth:`stat` raise :class:`~granite_storage.ObjectNotFoundError`
-      for a missing key; :meth:`delete` of a missing key does nothing.
+    * :meth:`open`, :meth:`open_range`, :meth:`get` and :meth:`stat` raise
+      :class:`~granite_storage.ObjectNotFoundError` for a missing key; :meth:`delete` of a missing key
+      does nothing.
     * :meth:`list` yields every object under a prefix, matched as whole path segments.
+    * :meth:`open_range` yields exactly the bytes ``[start:end]`` of the object, as slicing would.
+    * :meth:`url` returns a URL, or raises :class:`~granite_storage.UnsupportedOperationError`.
     * No key, however crafted, reads, writes or deletes anything outside the backend's root; an unsafe
       key raises :class:`~granite_storage.InvalidKeyError`.
+
+    :meth:`open_range`, :meth:`url`, :meth:`get`, :meth:`exists` and :meth:`remove_incomplete_uploads`
+    have working defaults; a backend overrides them where it can do better.
     """
 
     @abc.abstractmethod
@@ -68,6 +75,53 @@ class StorageBackend(abc.ABC):
     @abc.abstractmethod
     def open(self, key: str) -> BinaryIO:
         """Open the object for streaming reads; the caller closes it (it is a context manager)."""
+
+    def open_range(self, key: str, start: int, end: int | None = None) -> BinaryIO:
+        """Open the bytes ``[start:end]`` of the object for streaming reads (``end`` exclusive).
+
+        ``end`` of ``None`` reads to the end of the object. As with slicing, a range past the end of
+        the object is cut at the end (possibly to nothing). The default opens the object and reads
+        its way to ``start``; backends that can seek or ask for a range override it.
+
+        Raises:
+            ValueError: ``start`` is negative or ``end`` is before ``start``.
+            ObjectNotFoundError: the object does not exist.
+        """
+        check_range(start, end)
+        stream = self.open(key)
+        try:
+            remaining = start
+            while remaining > 0:
+                skipped = len(stream.read(min(remaining, DEFAULT_CHUNK_SIZE)))
+                if not skipped:
+                    break
+                remaining -= skipped
+        except BaseException:
+            stream.close()
+            raise
+        return _as_binary_io(BoundedReader(stream, None if end is None else end - start))
+
+    def url(
+        self,
+        key: str,
+        *,
+        expires_in: timedelta,
+        content_type: str | None = None,
+        content_disposition: str | None = None,
+    ) -> str:
+        """A URL from which anyone holding it can download the object until ``expires_in`` has passed.
+
+        ``content_type`` and ``content_disposition`` are header values the download should be
+        served with (the manager builds them; see :meth:`StorageManager.url
+        <granite_storage.StorageManager.url>`). The default raises: most backends have no URLs.
+
+        Raises:
+            UnsupportedOperationError: the backend cannot hand out URLs.
+        """
+        raise UnsupportedOperationError(
+            f"{type(self).__name__} cannot hand out URLs; serve the object through the application "
+            "(StorageManager.open) instead"
+        )
 
     def get(self, key: str) -> bytes:
         """Return the whole object as bytes."""
@@ -110,3 +164,21 @@ class StorageBackend(abc.ABC):
         if older_than < timedelta(0):
             raise ValueError(f"older_than must not be negative, got {older_than}")
         return 0
+
+
+def check_range(start: int, end: int | None) -> None:
+    """Raise :class:`ValueError` unless ``start`` and ``end`` make a byte range.
+
+    The rule of :meth:`StorageBackend.open_range` and :meth:`StorageManager.open
+    <granite_storage.StorageManager.open>`: ``start`` must be an integer of 0 or more, and ``end``
+    ``None`` or an integer of at least ``start``.
+    """
+    if isinstance(start, bool) or not isinstance(start, int) or start < 0:
+        raise ValueError(f"start must be a non-negative integer, got {start!r}")
+    if end is not None and (isinstance(end, bool) or not isinstance(end, int) or end < start):
+        raise ValueError(f"end must be None or an integer of at least start ({start}), got {end!r}")
+
+
+def _as_binary_io(raw: BoundedReader) -> BinaryIO:
+    """Buffer a raw reader; a :class:`io.BufferedReader` is a binary file in all but its static type."""
+    return cast(BinaryIO, io.BufferedReader(raw))

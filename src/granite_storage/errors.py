@@ -20,6 +20,8 @@ too, so code that already handles ``FileNotFoundError`` or ``PermissionError`` k
     │                                 the backend refused access
     ├── BackendUnavailableError (ConnectionError)
     │                                 the backend could not be reached
+    ├── UnsupportedOperationError (NotImplementedError)
+    │                                 the backend cannot do this (e.g. a local disk has no URLs)
     ├── IncompleteUploadError         a backend returned before reading its whole stream
     └── UnsavedEntityError            a model instance has no primary key to file its content under
 
@@ -42,6 +44,7 @@ __all__ = [
     "StorageError",
     "StoragePermissionError",
     "UnsavedEntityError",
+    "UnsupportedOperationError",
 ]
 
 
@@ -122,6 +125,13 @@ class IncompleteUploadError(StorageError):
 
     The manager deletes whatever the backend stored before raising this, because the recorded size and
     checksum would not describe it.
+    """
+
+
+class UnsupportedOperationError(StorageError, NotImplementedError):
+    """The backend does not support the operation, e.g. URLs from a backend that has none.
+
+    Also a :class:`NotImplementedError`. The message names the backend and the operation.
     """
 
 

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import io
 import logging
 import mimetypes
 import re
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from types import MappingProxyType
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Literal
 
-from granite_storage.backend import ObjectInfo, StorageBackend
+from granite_storage.backend import ObjectInfo, StorageBackend, check_range
 from granite_storage.config import ConfigSource, build_backends, build_policies, read_config
 from granite_storage.errors import (
     ConfigurationError,
@@ -21,11 +23,12 @@ from granite_storage.errors import (
     InvalidMetadataError,
     InvalidReferenceError,
 )
+from granite_storage.headers import content_disposition
 from granite_storage.keys import build_object_key, is_within_prefix, validate_key
 from granite_storage.plugins import PluginHost, default_plugin_host
 from granite_storage.policy import StoragePolicy
 from granite_storage.refs import StoredObjectRef
-from granite_storage.streams import HashingReader, Readable, SizeLimitedStream
+from granite_storage.streams import DEFAULT_CHUNK_SIZE, HashingReader, Readable, SizeLimitedStream
 
 __all__ = ["StorageManager"]
 
@@ -42,12 +45,12 @@ class StorageManager:
     Application code names a slot (``storage_key``) and never a backend, so swapping local disk for S3
     is a configuration change. Building a manager discovers installed plugins (once per process).
 
-    Every reference passed to :meth:`get`, :meth:`open`, :meth:`stat`, :meth:`exists` or
-    :meth:`delete` is checked first: its location must be a valid key inside the key prefix of its
-    slot (else :class:`~granite_storage.InvalidKeyError`) and its backend the slot's backend (else
-    :class:`~granite_storage.InvalidReferenceError`). A slot's prefix and backend are therefore part
-    of its stored data: changing either for a slot that holds objects makes its existing references
-    refused.
+    Every reference passed to :meth:`get`, :meth:`open`, :meth:`stat`, :meth:`exists`,
+    :meth:`delete`, :meth:`url` or :meth:`verify` is checked first: its location must be a valid key
+    inside the key prefix of its slot (else :class:`~granite_storage.InvalidKeyError`) and its backend
+    the slot's backend (else :class:`~granite_storage.InvalidReferenceError`). A slot's prefix and
+    backend are therefore part of its stored data: changing either for a slot that holds objects makes
+    its existing references refused.
 
     Args:
         backends: Backend instances by name; policies refer to them by that name.
@@ -215,18 +218,93 @@ class StorageManager:
             extra=extra,
         )
 
-    def open(self, ref: StoredObjectRef) -> BinaryIO:
+    def open(self, ref: StoredObjectRef, *, start: int = 0, end: int | None = None) -> BinaryIO:
         """Open the referenced object for streaming reads; use it as a context manager.
+
+        With ``start`` and/or ``end``, only the bytes ``[start:end]`` are read (``end`` exclusive,
+        ``None`` for the end of the object), as slicing would: a range past the end is cut short. The
+        backend fetches only that range where it can (an HTTP ``Range`` request, a seek).
 
         Raises:
             ObjectNotFoundError: the object does not exist (also a ``FileNotFoundError``).
+            ValueError: ``start`` is negative or ``end`` is before ``start``.
             InvalidKeyError: the reference's location is unsafe or outside its slot's prefix (e.g.
                 tampered with in the database).
             InvalidReferenceError: the reference names a backend other than its slot's.
             ConfigurationError: the reference names a slot this manager does not have.
         """
+        check_range(start, end)
         backend, key = self._locate(ref)
-        return backend.open(key)
+        if start == 0 and end is None:
+            return backend.open(key)
+        return backend.open_range(key, start, end)
+
+    def url(
+        self,
+        ref: StoredObjectRef,
+        *,
+        expires_in: timedelta = timedelta(hours=1),
+        filename: str | None = None,
+        disposition: Literal["attachment", "inline"] = "attachment",
+    ) -> str:
+        """A URL that downloads the referenced object until ``expires_in`` has passed (a presigned URL).
+
+        The download is served with the reference's content type and a ``Content-Disposition`` that
+        offers ``filename`` (by default the reference's original filename; ``""`` offers none),
+        encoded for any Unicode name (see :func:`granite_storage.headers.content_disposition`).
+        Anyone holding the URL can download the object until it expires: hand it only to whoever
+        may read the object.
+
+        Raises:
+            UnsupportedOperationError: the slot's backend cannot hand out URLs (the local backend
+                cannot; serve the object with :meth:`open` instead). Also a ``NotImplementedError``.
+            ValueError: ``expires_in`` is not positive, or longer than the backend allows.
+        """
+        if not isinstance(expires_in, timedelta) or expires_in <= timedelta(0):
+            raise ValueError(f"expires_in must be a positive timedelta, got {expires_in!r}")
+        backend, key = self._locate(ref)
+        name = ref.original_filename if filename is None else filename
+        return backend.url(
+            key,
+            expires_in=expires_in,
+            content_type=ref.content_type,
+            content_disposition=content_disposition(name, disposition=disposition),
+        )
+
+    def verify(self, ref: StoredObjectRef) -> bool:
+        """Whether the stored object still matches the reference's size and sha256 checksum.
+
+        The object is read in full, in chunks (memory stays flat), and its checksum computed afresh:
+        this finds an object that was truncated, replaced or corrupted after it was stored.
+
+        Raises:
+            ObjectNotFoundError: the object does not exist (also a ``FileNotFoundError``).
+            InvalidReferenceError: the reference carries no sha256 checksum to compare with.
+        """
+        expected = ref.sha256
+        if expected is None:
+            raise InvalidReferenceError(
+                f"the reference to {ref.location!r} has no sha256 checksum to verify against "
+                f"(checksum: {ref.checksum!r})"
+            )
+        digest, size = hashlib.sha256(), 0
+        with self.open(ref) as stream:
+            while chunk := stream.read(DEFAULT_CHUNK_SIZE):
+                digest.update(chunk)
+                size += len(chunk)
+        matches = size == ref.size and hmac.compare_digest(digest.hexdigest(), expected)
+        if not matches:
+            logger.warning(
+                "stored object %s in %r does not match its reference (%d bytes, sha256 %s; expected "
+                "%d bytes, sha256 %s)",
+                ref.location,
+                ref.backend,
+                size,
+                digest.hexdigest(),
+                ref.size,
+                expected,
+            )
+        return matches
 
     def get(self, ref: StoredObjectRef) -> bytes:
         """Return the referenced object's content.

@@ -57,9 +57,7 @@ DISABLE_ENV = "GRANITE_STORAGE_DISABLE_PLUGINS"
 STRICT_ENV = "GRANITE_STORAGE_STRICT_PLUGINS"
 
 #: How to get the S3 backend, said wherever it is missing.
-S3_INSTALL_HINT = (
-    'the granite-storage-s3 plugin (not released yet; once it is: pip install "granite-storage[s3]")'
-)
+S3_INSTALL_HINT = 'the granite-storage-s3 plugin: pip install "granite-storage[s3]"'
 
 #: Where the backend types the project knows of come from, for the hint in "unknown type" errors.
 _KNOWN_PROVIDERS = {

@@ -11,7 +11,7 @@ from granite_storage.errors import ContentTooLargeError
 if TYPE_CHECKING:
     from _typeshed import WriteableBuffer
 
-__all__ = ["DEFAULT_CHUNK_SIZE", "Readable", "SizeLimitedStream", "is_size_limit"]
+__all__ = ["DEFAULT_CHUNK_SIZE", "BoundedReader", "Readable", "SizeLimitedStream", "is_size_limit"]
 
 #: The chunk size used when the library copies a stream (1 MiB).
 DEFAULT_CHUNK_SIZE = 1024 * 1024
@@ -154,6 +154,56 @@ def _blocking(result: _T | None) -> _T:
     if result is None:
         raise io.UnsupportedOperation("SizeLimitedStream needs a blocking stream; a read returned None")
     return result
+
+
+class BoundedReader(io.RawIOBase):
+    """A read-only binary file that yields at most ``length`` bytes of ``stream``, then end of file.
+
+    Closing it closes ``stream``, which it owns: a byte range of an opened object is returned as one
+    of these (see :meth:`StorageBackend.open_range <granite_storage.StorageBackend.open_range>`).
+    Wrap it in :class:`io.BufferedReader` where line reads or small reads are frequent.
+
+    Args:
+        stream: The binary stream to read from, positioned where the range starts.
+        length: How many bytes at most to yield; ``None`` for all that remain.
+    """
+
+    def __init__(self, stream: Readable, length: int | None) -> None:
+        if length is not None and (isinstance(length, bool) or not isinstance(length, int) or length < 0):
+            raise ValueError(f"length must be a non-negative integer or None, got {length!r}")
+        super().__init__()
+        self._stream = stream
+        self._remaining = length
+
+    def readable(self) -> bool:
+        """Return ``True``: the stream is readable."""
+        return True
+
+    def readinto(self, buffer: WriteableBuffer, /) -> int:
+        """Read into ``buffer``; return the number of bytes read (0 at the end of the range)."""
+        if self.closed:
+            raise ValueError("I/O operation on closed stream")
+        view = memoryview(buffer).cast("B")
+        size = len(view) if self._remaining is None else min(len(view), self._remaining)
+        if size == 0:
+            return 0
+        data = _blocking(self._stream.read(size))
+        count = len(data)
+        view[:count] = data
+        if self._remaining is not None:
+            self._remaining -= count
+        return count
+
+    def close(self) -> None:
+        """Close this reader and the stream it reads from."""
+        if not self.closed:
+            try:
+                # getattr: the finalizer closes even an instance whose __init__ raised.
+                close = getattr(getattr(self, "_stream", None), "close", None)
+                if close is not None:
+                    close()
+            finally:
+                super().close()
 
 
 class HashingReader:

@@ -13,9 +13,11 @@ Subclass :class:`BackendConformanceSuite` in a test module under a name pytest c
             return AcmeBackend(tmp_path)
 
 Every inherited test then runs against the backend: round trips through the manager, sizes and
-checksums, not-found errors, idempotent deletes, listings with size and modification time, over-limit
-and failed uploads leaving nothing behind, and keys that try to escape the backend. Requires pytest
-(``pip install "granite-storage[testing]"``).
+checksums, byte ranges, URLs (given, or refused with
+:class:`~granite_storage.UnsupportedOperationError`), verification, not-found errors, idempotent
+deletes, listings with size and modification time, over-limit and failed uploads leaving nothing
+behind, and keys that try to escape the backend. Requires pytest (``pip install
+"granite-storage[testing]"``).
 """
 
 from __future__ import annotations
@@ -30,7 +32,12 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from granite_storage.backend import StorageBackend
-from granite_storage.errors import ContentTooLargeError, InvalidKeyError, ObjectNotFoundError
+from granite_storage.errors import (
+    ContentTooLargeError,
+    InvalidKeyError,
+    ObjectNotFoundError,
+    UnsupportedOperationError,
+)
 from granite_storage.keys import MAX_KEY_LENGTH, is_within_prefix
 from granite_storage.manager import StorageManager
 from granite_storage.plugins import PluginHost
@@ -152,6 +159,98 @@ class BackendConformanceSuite:
             chunks = list(iter(lambda: stream.read(65_536), b""))
         assert b"".join(chunks) == content
         assert len(chunks) > 1
+
+    # -- range reads --------------------------------------------------------------------------------
+
+    @pytest.mark.parametrize(
+        ("start", "end"),
+        [
+            (0, None),
+            (10, None),
+            (10, 20),
+            (0, 1),
+            (5, 5),
+            (199_999, None),
+            (199_990, 250_000),
+            (200_000, None),
+            (300_000, None),
+            (300_000, 400_000),
+            (65_530, 131_080),
+        ],
+    )
+    def test_open_reads_a_byte_range_like_a_slice(
+        self, manager: StorageManager, start: int, end: int | None
+    ) -> None:
+        content = os.urandom(200_000)
+        ref = self._put_bytes(manager, content)
+        with manager.open(ref, start=start, end=end) as stream:
+            assert stream.read() == content[start:end]
+
+    def test_a_byte_range_streams_in_chunks(self, manager: StorageManager) -> None:
+        content = os.urandom(self.large_size)
+        ref = manager.put_stream(
+            storage_key="open", model_name="m", entity_id="1", field_name="f", stream=io.BytesIO(content)
+        )
+        start, end = 1_000_003, self.large_size - 5
+        with manager.open(ref, start=start, end=end) as stream:
+            chunks = list(iter(lambda: stream.read(65_536), b""))
+        assert b"".join(chunks) == content[start:end]
+        assert len(chunks) > 1
+
+    @pytest.mark.parametrize(("start", "end"), [(0, None), (0, 10), (3, None)])
+    def test_a_byte_range_of_an_empty_object_is_empty(
+        self, manager: StorageManager, start: int, end: int | None
+    ) -> None:
+        ref = self._put_bytes(manager, b"")
+        with manager.open(ref, start=start, end=end) as stream:
+            assert stream.read() == b""
+
+    @pytest.mark.parametrize(("start", "end"), [(-1, None), (10, 9), (0, -1)])
+    def test_an_invalid_byte_range_is_refused(
+        self, manager: StorageManager, backend: StorageBackend, start: int, end: int | None
+    ) -> None:
+        ref = self._put_bytes(manager, b"0123456789abcdef")
+        with pytest.raises(ValueError, match=r"start|end"):
+            manager.open(ref, start=start, end=end)
+        with pytest.raises(ValueError, match=r"start|end"):
+            backend.open_range(ref.location, start, end)
+
+    def test_a_byte_range_of_a_missing_object_raises_not_found(self, backend: StorageBackend) -> None:
+        with pytest.raises(ObjectNotFoundError):
+            backend.open_range(f"{self.policy_prefix}/never/stored.bin", 2, 10)
+        with pytest.raises(ObjectNotFoundError):
+            backend.open_range(f"{self.policy_prefix}/never/stored.bin", 0, 0)
+
+    # -- URLs and verification --------------------------------------------------------------------
+
+    def test_url_is_given_or_refused_with_unsupported_operation(self, manager: StorageManager) -> None:
+        ref = self._put_bytes(manager, b"linked", filename="r\u00e9sum\u00e9.txt")
+        try:
+            url = manager.url(ref, expires_in=timedelta(minutes=5))
+        except UnsupportedOperationError as exc:
+            refusal: Exception | None = exc
+        else:
+            refusal = None
+            assert isinstance(url, str)
+            assert url.startswith(("http://", "https://"))
+        if refusal is not None:
+            assert isinstance(refusal, NotImplementedError)
+            assert "URL" in str(refusal)
+        with pytest.raises(ValueError, match="expires_in"):
+            manager.url(ref, expires_in=timedelta(0))
+
+    def test_verify_accepts_the_stored_object_and_detects_a_changed_one(
+        self, manager: StorageManager, backend: StorageBackend
+    ) -> None:
+        ref = self._put_bytes(manager, b"original content")
+        assert manager.verify(ref)
+        backend.put(ref.location, io.BytesIO(b"tampered content"))  # same size, other bytes
+        assert not manager.verify(ref)
+        backend.put(ref.location, io.BytesIO(b"original"))
+        assert not manager.verify(ref)
+        manager.delete(ref)
+        with pytest.raises(ObjectNotFoundError):
+            manager.verify(ref)
 
     def test_empty_object_round_trip(self, manager: StorageManager) -> None:
         ref = self._put_bytes(manager, b"")
@@ -375,12 +474,19 @@ class BackendConformanceSuite:
             backend.exists(key)
         with pytest.raises(InvalidKeyError):
             backend.delete(key)
+        with pytest.raises(InvalidKeyError):
+            backend.open_range(key, 1, 3)
+        with pytest.raises((InvalidKeyError, UnsupportedOperationError)):
+            backend.url(key, expires_in=timedelta(minutes=1))
         assert self._all_keys(backend) == []
 
     @pytest.mark.parametrize("key", [k for k in UNSAFE_KEYS if k])
     def test_tampered_reference_is_refused_by_the_manager(self, manager: StorageManager, key: str) -> None:
-        ref = StoredObjectRef(storage_key="open", backend="under-test", location=key, size=4)
-        for operation in (manager.get, manager.open, manager.stat, manager.exists, manager.delete):
+        ref = StoredObjectRef(
+            storage_key="open", backend="under-test", location=key, size=4, checksum="sha256:00"
+        )
+        operations = (manager.get, manager.open, manager.stat, manager.exists, manager.delete, manager.verify)
+        for operation in (*operations, manager.url, lambda ref: manager.open(ref, start=1)):
             with pytest.raises(InvalidKeyError):
                 operation(ref)
 

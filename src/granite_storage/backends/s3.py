@@ -1,7 +1,8 @@
 """``granite_storage.backends.s3.S3StorageBackend``: the 0.1.0 import path of the S3 backend.
 
-The class will live in the ``granite-storage-s3`` distribution, installed with the ``s3`` extra; until
-that plugin is released, importing this module raises :class:`ImportError` saying so.
+The class lives in the ``granite-storage-s3`` distribution, installed with the ``s3`` extra
+(``pip install "granite-storage[s3]"``); without it, importing this module raises :class:`ImportError`
+naming that command. Importing this module imports boto3.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 from granite_storage.plugins import S3_INSTALL_HINT
 
 try:
-    from granite_storage_s3 import S3StorageBackend  # type: ignore[import-not-found]
+    from granite_storage_s3 import S3StorageBackend
 except ModuleNotFoundError as exc:
     if exc.name != "granite_storage_s3":
         raise

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import secrets
 import stat
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
 from granite_storage import (
     ConfigurationError,
@@ -21,8 +22,9 @@ from granite_storage import (
     StorageError,
     StoragePermissionError,
 )
+from granite_storage.backend import check_range
 from granite_storage.keys import validate_key
-from granite_storage.streams import DEFAULT_CHUNK_SIZE
+from granite_storage.streams import DEFAULT_CHUNK_SIZE, BoundedReader
 
 __all__ = ["LocalStorageBackend"]
 
@@ -125,6 +127,19 @@ class LocalStorageBackend(StorageBackend):
             raise ObjectNotFoundError(key) from None
         except OSError as exc:
             raise _storage_error(key, exc) from exc
+
+    def open_range(self, key: str, start: int, end: int | None = None) -> BinaryIO:
+        """Open the object's file at ``start``, reading no further than ``end`` (exclusive)."""
+        check_range(start, end)
+        file = self.open(key)
+        try:
+            file.seek(start)
+        except BaseException:
+            file.close()
+            raise
+        if end is None:
+            return file
+        return cast(BinaryIO, io.BufferedReader(BoundedReader(file, end - start)))
 
     def stat(self, key: str) -> ObjectInfo:
         """Size and modification time of the object's file."""

@@ -1,0 +1,573 @@
+"""What the S3 backend does beyond the conformance suite, on moto and on a real S3 server."""
+
+from __future__ import annotations
+
+import base64
+import io
+import os
+import threading
+import time
+import urllib.error
+import urllib.request
+from datetime import timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import unquote
+
+import pytest
+from botocore.config import Config
+from botocore.exceptions import ClientError, EndpointConnectionError
+
+from granite_storage import (
+    BackendUnavailableError,
+    ConfigurationError,
+    ContentTooLargeError,
+    InvalidKeyError,
+    ObjectNotFoundError,
+    PluginHost,
+    StorageError,
+    StorageManager,
+    StoragePermissionError,
+    StoragePolicy,
+    StoredObjectRef,
+)
+from granite_storage.headers import content_disposition
+from granite_storage.testing import FailingStream
+from granite_storage_s3 import S3StorageBackend
+from granite_storage_s3.backend import MIN_PART_SIZE
+
+from .conftest import SESSION, S3Server, free_ports
+
+MIB = 1024 * 1024
+
+
+class ShortReads(io.RawIOBase):
+    """A non-seekable stream of unknown length that returns at most 64 KiB per read, like a socket."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        self.remaining = size
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        count = min(len(buffer), self.remaining, 65_536)
+        buffer[:count] = b"z" * count
+        self.remaining -= count
+        return count
+
+
+def manager_on(backend: S3StorageBackend, max_size: int | None = None) -> StorageManager:
+    return StorageManager(
+        backends={"s3": backend},
+        policies={"files": StoragePolicy("files", backend_key="s3", max_size=max_size)},
+        plugins=PluginHost(disabled=()),
+    )
+
+
+def store(manager: StorageManager, stream: Any, filename: str | None = None) -> StoredObjectRef:
+    return manager.put_stream(
+        storage_key="files",
+        model_name="doc",
+        entity_id="1",
+        field_name="file",
+        stream=stream,
+        original_filename=filename,
+    )
+
+
+@pytest.fixture
+def calls() -> list[tuple[str, dict[str, Any]]]:
+    """Every S3 operation a recording backend's client sends, with its parameters."""
+    return []
+
+
+def recording_backend(
+    s3: S3Server, calls: list[tuple[str, dict[str, Any]]], **options: Any
+) -> S3StorageBackend:
+    backend = s3.backend(**options)
+    lock = threading.Lock()
+
+    def record(params: dict[str, Any], model: Any, **_: Any) -> None:
+        with lock:
+            calls.append((model.name, dict(params)))
+
+    backend.client.meta.events.register("provide-client-params.s3.*", record)
+    return backend
+
+
+def operations(calls: list[tuple[str, dict[str, Any]]]) -> list[str]:
+    return [name for name, _ in calls]
+
+
+def in_progress_uploads(s3: S3Server) -> list[str]:
+    return [
+        upload["Key"] for upload in s3.client().list_multipart_uploads(Bucket=s3.bucket).get("Uploads", [])
+    ]
+
+
+# -- uploads --------------------------------------------------------------------------------------
+
+
+def test_a_small_object_goes_up_in_one_put(s3: S3Server, calls: list[tuple[str, dict[str, Any]]]) -> None:
+    backend = recording_backend(s3, calls, part_size=MIN_PART_SIZE)
+    store(manager_on(backend), ShortReads(MIN_PART_SIZE - 1))
+    assert operations(calls) == ["PutObject"]
+
+
+def test_a_stream_of_unknown_length_goes_up_in_full_parts_even_from_short_reads(
+    s3: S3Server, calls: list[tuple[str, dict[str, Any]]]
+) -> None:
+    backend = recording_backend(s3, calls, part_size=MIN_PART_SIZE, max_concurrency=2)
+    ref = store(manager_on(backend), ShortReads(3 * MIN_PART_SIZE + 100))
+    parts = sorted(
+        (params["PartNumber"], len(params["Body"])) for name, params in calls if name == "UploadPart"
+    )
+    assert parts == [(1, MIN_PART_SIZE), (2, MIN_PART_SIZE), (3, MIN_PART_SIZE), (4, 100)]
+    assert operations(calls)[0] == "CreateMultipartUpload"
+    assert operations(calls)[-1] == "CompleteMultipartUpload"
+    assert backend.stat(ref.location).size == 3 * MIN_PART_SIZE + 100
+    assert in_progress_uploads(s3) == []
+
+
+def test_content_of_exactly_one_part_goes_up_in_one_put(
+    s3: S3Server, calls: list[tuple[str, dict[str, Any]]]
+) -> None:
+    backend = recording_backend(s3, calls, part_size=MIN_PART_SIZE)
+    ref = store(manager_on(backend), ShortReads(MIN_PART_SIZE))
+    assert operations(calls) == ["PutObject"]
+    assert backend.stat(ref.location).size == MIN_PART_SIZE
+
+
+def test_passing_max_size_mid_stream_aborts_the_multipart_upload(
+    s3: S3Server, calls: list[tuple[str, dict[str, Any]]]
+) -> None:
+    backend = recording_backend(s3, calls, part_size=MIN_PART_SIZE)
+    with pytest.raises(ContentTooLargeError):
+        store(manager_on(backend, max_size=3 * MIN_PART_SIZE), ShortReads(5 * MIN_PART_SIZE))
+    assert "CreateMultipartUpload" in operations(calls)
+    assert "AbortMultipartUpload" in operations(calls)
+    assert "CompleteMultipartUpload" not in operations(calls)
+    assert list(backend.list()) == []
+    assert in_progress_uploads(s3) == []
+
+
+def test_a_source_failing_mid_stream_aborts_the_upload_and_keeps_the_old_object(s3: S3Server) -> None:
+    backend = s3.backend(part_size=MIN_PART_SIZE)
+    backend.put("doc/1.bin", io.BytesIO(b"previous"))
+    with pytest.raises(OSError, match="connection reset"):
+        backend.put("doc/1.bin", FailingStream(good_bytes=2 * MIN_PART_SIZE + 10))
+    assert backend.get("doc/1.bin") == b"previous"
+    assert [info.key for info in backend.list()] == ["doc/1.bin"]
+    assert in_progress_uploads(s3) == []
+
+
+def test_a_part_refused_by_the_server_aborts_the_upload(s3: S3Server) -> None:
+    backend = s3.backend(part_size=MIN_PART_SIZE)
+
+    def refuse_the_third_part(params: dict[str, Any], **_: Any) -> None:
+        if params.get("PartNumber") == 3:
+            raise EndpointConnectionError(endpoint_url="http://refused.invalid")
+
+    backend.client.meta.events.register("provide-client-params.s3.UploadPart", refuse_the_third_part)
+    with pytest.raises(BackendUnavailableError) as raised:
+        backend.put("doc/2.bin", ShortReads(4 * MIN_PART_SIZE))
+    assert isinstance(raised.value.__cause__, EndpointConnectionError)
+    assert list(backend.list()) == []
+    assert in_progress_uploads(s3) == []
+
+
+def test_metadata_carries_content_type_and_any_original_filename(s3: S3Server) -> None:
+    backend = s3.backend()
+    name = "Résumé «final» 日本.pdf"
+    ref = manager_on(backend).put_bytes(
+        storage_key="files",
+        model_name="doc",
+        entity_id="1",
+        field_name="file",
+        content=b"%PDF-1.7",
+        original_filename=name,
+    )
+    head = s3.client().head_object(Bucket=s3.bucket, Key=f"{backend.prefix}/{ref.location}")
+    assert head["ContentType"] == "application/pdf"
+    assert unquote(head["Metadata"]["original-filename"]) == name
+    assert head["ContentDisposition"] == content_disposition(name)
+
+
+def test_a_very_long_filename_is_cut_to_fit_the_metadata(s3: S3Server) -> None:
+    backend = s3.backend()
+    backend.put("doc/long.pdf", io.BytesIO(b"x"), original_filename="é" * 3000 + ".pdf")
+    head = s3.client().head_object(Bucket=s3.bucket, Key=f"{backend.prefix}/doc/long.pdf")
+    stored = head["Metadata"]["original-filename"]
+    assert len(stored) <= 1024
+    assert unquote(stored).endswith("éé.pdf")
+
+
+# -- checksums ------------------------------------------------------------------------------------
+
+
+def test_the_server_stores_the_same_sha256_as_the_reference(s3: S3Server) -> None:
+    backend = s3.backend()
+    content = os.urandom(100_000)
+    ref = manager_on(backend).put_bytes(
+        storage_key="files", model_name="doc", entity_id="1", field_name="file", content=content
+    )
+    head = s3.client().head_object(
+        Bucket=s3.bucket, Key=f"{backend.prefix}/{ref.location}", ChecksumMode="ENABLED"
+    )
+    assert ref.sha256 is not None
+    assert base64.b64decode(head["ChecksumSHA256"]).hex() == ref.sha256
+
+
+def test_every_part_carries_a_sha256_checksum(s3: S3Server, calls: list[tuple[str, dict[str, Any]]]) -> None:
+    backend = recording_backend(s3, calls, part_size=MIN_PART_SIZE)
+    backend.put("doc/parts.bin", ShortReads(2 * MIN_PART_SIZE + 1))
+    created = [params for name, params in calls if name == "CreateMultipartUpload"]
+    uploaded = [params for name, params in calls if name == "UploadPart"]
+    completed = [params for name, params in calls if name == "CompleteMultipartUpload"]
+    assert created[0]["ChecksumAlgorithm"] == "SHA256"
+    assert [params["ChecksumAlgorithm"] for params in uploaded] == ["SHA256"] * 3
+    assert all("ChecksumSHA256" in part for part in completed[0]["MultipartUpload"]["Parts"])
+
+
+def test_checksums_can_be_turned_off(s3: S3Server, calls: list[tuple[str, dict[str, Any]]]) -> None:
+    backend = recording_backend(s3, calls, checksums=False)
+    backend.put("doc/plain.bin", io.BytesIO(b"plain"))
+    assert "ChecksumAlgorithm" not in calls[0][1]
+
+
+def test_a_changed_object_fails_verification(s3: S3Server) -> None:
+    backend = s3.backend()
+    manager = manager_on(backend)
+    ref = store(manager, io.BytesIO(b"the original"))
+    assert manager.verify(ref)
+    s3.client().put_object(Bucket=s3.bucket, Key=f"{backend.prefix}/{ref.location}", Body=b"the forgery!")
+    assert not manager.verify(ref)
+
+
+# -- reading --------------------------------------------------------------------------------------
+
+
+def test_a_range_read_asks_the_server_for_that_range_only(
+    s3: S3Server, calls: list[tuple[str, dict[str, Any]]]
+) -> None:
+    backend = recording_backend(s3, calls)
+    backend.put("doc/r.bin", io.BytesIO(bytes(range(256))))
+    calls.clear()
+    with backend.open_range("doc/r.bin", 16, 32) as stream:
+        assert stream.read() == bytes(range(16, 32))
+    assert calls == [
+        ("GetObject", {"Bucket": s3.bucket, "Key": f"{backend.prefix}/doc/r.bin", "Range": "bytes=16-31"})
+    ]
+
+
+def test_open_streams_and_closes_the_connection(s3: S3Server) -> None:
+    backend = s3.backend()
+    content = os.urandom(3 * MIB)
+    backend.put("doc/big.bin", io.BytesIO(content))
+    with backend.open("doc/big.bin") as stream:
+        assert stream.read(10) == content[:10]
+        assert stream.read(1000) == content[10:1010]
+    assert stream.closed
+
+
+# -- presigned URLs (a plain HTTP client against the real server) --------------------------------
+
+
+def test_a_presigned_url_downloads_with_the_original_filename(real_s3: S3Server) -> None:
+    manager = manager_on(real_s3.backend())
+    ref = manager.put_bytes(
+        storage_key="files",
+        model_name="doc",
+        entity_id="1",
+        field_name="file",
+        content=b"a,b\n1,2\n",
+        original_filename="Übersicht 2024.csv",
+    )
+    url = manager.url(ref, expires_in=timedelta(minutes=5))
+    with urllib.request.urlopen(url, timeout=10) as response:
+        assert response.read() == b"a,b\n1,2\n"
+        assert response.headers["Content-Type"] == "text/csv"
+        disposition = response.headers["Content-Disposition"]
+    assert (
+        disposition
+        == "attachment; filename=\"Ubersicht 2024.csv\"; filename*=UTF-8''%C3%9Cbersicht%202024.csv"
+    )
+
+
+def test_a_presigned_url_offers_the_given_filename_inline(real_s3: S3Server) -> None:
+    manager = manager_on(real_s3.backend())
+    ref = store(manager, io.BytesIO(b"<p>hi</p>"), filename="page.html")
+    url = manager.url(ref, expires_in=timedelta(minutes=1), filename="other.html", disposition="inline")
+    with urllib.request.urlopen(url, timeout=10) as response:
+        assert response.headers["Content-Disposition"].startswith('inline; filename="other.html"')
+
+
+def test_a_presigned_url_stops_working_when_it_expires(real_s3: S3Server) -> None:
+    manager = manager_on(real_s3.backend())
+    ref = store(manager, io.BytesIO(b"short-lived"))
+    url = manager.url(ref, expires_in=timedelta(seconds=1))
+    time.sleep(2.1)
+    with pytest.raises(urllib.error.HTTPError) as raised:
+        urllib.request.urlopen(url, timeout=10)
+    assert raised.value.code == 403
+    raised.value.close()
+
+
+def test_a_presigned_url_cannot_be_pointed_at_another_object(real_s3: S3Server) -> None:
+    backend = real_s3.backend()
+    manager = manager_on(backend)
+    ref = store(manager, io.BytesIO(b"mine"))
+    other = store(manager, io.BytesIO(b"someone else's"))
+    url = manager.url(ref)
+    with pytest.raises(urllib.error.HTTPError) as raised:
+        urllib.request.urlopen(url.replace(ref.location, other.location), timeout=10)
+    assert raised.value.code == 403
+    raised.value.close()
+
+
+@pytest.mark.parametrize("expires_in", [timedelta(milliseconds=500), timedelta(days=7, seconds=1)])
+def test_url_expiry_must_fit_what_s3_signs(moto_s3: S3Server, expires_in: timedelta) -> None:
+    with pytest.raises(ValueError, match="expires_in"):
+        moto_s3.backend().url("doc/a.bin", expires_in=expires_in)
+
+
+# -- errors ---------------------------------------------------------------------------------------
+
+
+def test_a_missing_bucket_is_a_configuration_error(s3: S3Server) -> None:
+    backend = S3StorageBackend("granite-no-such-bucket", client=s3.client())
+    with pytest.raises(ConfigurationError, match="does not exist") as raised:
+        backend.put("doc/a.bin", io.BytesIO(b"x"))
+    assert isinstance(raised.value.__cause__, ClientError)
+    with pytest.raises(ConfigurationError):
+        list(backend.list())
+
+
+def test_a_missing_object_is_not_found_chained_to_botocore(s3: S3Server) -> None:
+    backend = s3.backend()
+    for operation in (backend.open, backend.stat, backend.get):
+        with pytest.raises(ObjectNotFoundError) as raised:
+            operation("doc/missing.bin")
+        assert isinstance(raised.value, FileNotFoundError)
+        assert isinstance(raised.value.__cause__, ClientError)
+
+
+def test_a_wrong_secret_is_a_permission_error(real_s3: S3Server) -> None:
+    client = SESSION.client(
+        "s3",
+        endpoint_url=real_s3.endpoint_url,
+        aws_access_key_id=real_s3.access_key,
+        aws_secret_access_key="not-the-secret",
+        region_name=real_s3.region,
+        config=Config(retries={"max_attempts": 1}),
+    )
+    backend = S3StorageBackend(real_s3.bucket, client=client)
+    for operation in (lambda: backend.put("a/b", io.BytesIO(b"x")), lambda: backend.stat("a/b")):
+        with pytest.raises(StoragePermissionError) as raised:
+            operation()
+        assert isinstance(raised.value, PermissionError)
+        assert isinstance(raised.value.__cause__, ClientError)
+
+
+def test_an_unreachable_endpoint_is_unavailable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "k")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "s")
+    (port,) = free_ports(1)  # nothing listens there
+    client = SESSION.client(
+        "s3",
+        endpoint_url=f"http://127.0.0.1:{port}",
+        region_name="us-east-1",
+        config=Config(retries={"max_attempts": 1}, connect_timeout=1),
+    )
+    backend = S3StorageBackend("bucket", client=client)
+    with pytest.raises(BackendUnavailableError) as raised:
+        backend.stat("a/b")
+    assert isinstance(raised.value, ConnectionError)
+    assert isinstance(raised.value.__cause__, EndpointConnectionError)
+
+
+def test_missing_credentials_are_a_configuration_error(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    (port,) = free_ports(1)
+    backend = S3StorageBackend("bucket", endpoint_url=f"http://127.0.0.1:{port}", region_name="us-east-1")
+    with pytest.raises(ConfigurationError, match="credentials"):
+        backend.stat("a/b")
+
+
+class _Answer(BaseHTTPRequestHandler):
+    """Answers every request with the status and S3 error code in the server's ``answer``."""
+
+    def do_GET(self) -> None:
+        self._answer()
+
+    def do_HEAD(self) -> None:
+        self._answer()
+
+    def do_PUT(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self._answer()
+
+    def _answer(self) -> None:
+        status, code = self.server.answer  # type: ignore[attr-defined]
+        body = f"<Error><Code>{code}</Code><Message>{code}</Message></Error>".encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/xml")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.mark.parametrize(
+    ("status", "code", "error"),
+    [
+        (503, "SlowDown", BackendUnavailableError),
+        (500, "InternalError", BackendUnavailableError),
+        (403, "AccessDenied", StoragePermissionError),
+        (400, "InvalidArgument", StorageError),
+    ],
+)
+def test_server_errors_map_to_the_most_specific_error(
+    monkeypatch: pytest.MonkeyPatch, status: int, code: str, error: type[StorageError]
+) -> None:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "k")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "s")
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Answer)
+    server.answer = (status, code)  # type: ignore[attr-defined]
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        backend = S3StorageBackend(
+            "bucket",
+            client=SESSION.client(
+                "s3",
+                endpoint_url=f"http://127.0.0.1:{server.server_address[1]}",
+                region_name="us-east-1",
+                config=Config(retries={"mode": "standard", "max_attempts": 2}),
+            ),
+        )
+        with pytest.raises(error) as raised:
+            backend.put("a/b.bin", io.BytesIO(b"x"))
+        assert type(raised.value) is error
+        assert isinstance(raised.value.__cause__, ClientError)
+        assert "'a/b.bin'" in str(raised.value)
+        assert "'bucket'" in str(raised.value)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+# -- confinement ----------------------------------------------------------------------------------
+
+
+def test_the_backend_sees_only_its_prefix_of_the_bucket(s3: S3Server) -> None:
+    client = s3.client()
+    backend = s3.backend(prefix="production")
+    # (A store with directories, like SeaweedFS, keeps no "dir/" marker object, but S3 and moto do.)
+    outside = ("production2/x.bin", "other/y.bin", "production.bin", "production/dir/")
+    for key in outside:
+        client.put_object(Bucket=s3.bucket, Key=key, Body=b"" if key.endswith("/") else b"not ours")
+    try:
+        backend.put("docs/a.bin", io.BytesIO(b"ours"))
+        assert [info.key for info in backend.list()] == ["docs/a.bin"]
+        assert [info.key for info in backend.list("docs")] == ["docs/a.bin"]
+        assert client.get_object(Bucket=s3.bucket, Key="production/docs/a.bin")["Body"].read() == b"ours"
+        for key in ("../production2/x.bin", "../other/y.bin", "/other/y.bin"):
+            with pytest.raises(InvalidKeyError):
+                backend.get(key)
+    finally:
+        for key in outside:
+            client.delete_object(Bucket=s3.bucket, Key=key)
+        client.delete_object(Bucket=s3.bucket, Key="production/docs/a.bin")
+
+
+@pytest.mark.parametrize("prefix", ["../up", "a/../b", "a//b", ".hidden", "a\\b"])
+def test_an_unsafe_backend_prefix_is_refused(moto_s3: S3Server, prefix: str) -> None:
+    with pytest.raises(ConfigurationError, match="prefix"):
+        S3StorageBackend(moto_s3.bucket, prefix=prefix, client=moto_s3.client())
+
+
+def test_incomplete_uploads_under_the_prefix_are_aborted(s3: S3Server) -> None:
+    client = s3.client()
+    backend = s3.backend()
+    client.create_multipart_upload(Bucket=s3.bucket, Key=f"{backend.prefix}/doc/killed.bin")
+    theirs = client.create_multipart_upload(Bucket=s3.bucket, Key=f"{backend.prefix}x/doc/other.bin")
+    try:
+        assert backend.remove_incomplete_uploads(older_than=timedelta(0)) == 1
+        assert in_progress_uploads(s3) == [f"{backend.prefix}x/doc/other.bin"]
+    finally:
+        client.abort_multipart_upload(Bucket=s3.bucket, Key=theirs["Key"], UploadId=theirs["UploadId"])
+
+
+def test_incomplete_uploads_younger_than_the_limit_are_kept(real_s3: S3Server) -> None:
+    # On the real server only: moto reports every upload as started in 2010.
+    backend = real_s3.backend()
+    key = f"{backend.prefix}/doc/running.bin"
+    real_s3.client().create_multipart_upload(Bucket=real_s3.bucket, Key=key)
+    assert backend.remove_incomplete_uploads(older_than=timedelta(hours=1)) == 0
+    assert in_progress_uploads(real_s3) == [key]
+    assert backend.remove_incomplete_uploads(older_than=timedelta(0)) == 1
+    assert in_progress_uploads(real_s3) == []
+
+
+# -- configuration --------------------------------------------------------------------------------
+
+
+def test_a_manager_from_config_stores_on_the_real_server(
+    real_s3: S3Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", real_s3.access_key)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", real_s3.secret_key)
+    manager = StorageManager.from_config(
+        {
+            "backends": {
+                "files": {
+                    "type": "s3",
+                    "bucket": real_s3.bucket,
+                    "prefix": "from-config",
+                    "region_name": real_s3.region,
+                    "endpoint_url": real_s3.endpoint_url,
+                    "addressing_style": "path",
+                    "part_size": "16MB",
+                    "max_concurrency": 2,
+                }
+            },
+            "policies": {"files": {"backend": "files", "max_size": "1MB"}},
+        },
+    )
+    backend = manager.backend("files")
+    assert isinstance(backend, S3StorageBackend)
+    assert (backend.part_size, backend.max_concurrency) == (16 * MIB, 2)
+    ref = store(manager, io.BytesIO(b"configured"), filename="c.txt")
+    assert manager.get(ref) == b"configured"
+    assert manager.verify(ref)
+    manager.delete(ref)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"part_size": "1MB"},
+        {"part_size": 6 * 1024**3},
+        {"max_concurrency": 0},
+        {"addressing_style": "sideways"},
+        {"bucket": "a/b"},
+        {"client": object(), "endpoint_url": "http://127.0.0.1:1"},
+    ],
+)
+def test_bad_options_are_a_configuration_error(options: dict[str, Any]) -> None:
+    host = PluginHost(disabled=())
+    host.load_entry_points()
+    with pytest.raises(ConfigurationError):
+        host.create_backend("s3", {"bucket": "b", "region_name": "us-east-1", **options})
