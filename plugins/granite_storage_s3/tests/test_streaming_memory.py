@@ -23,8 +23,8 @@ GIB = 1024**3
 MIB = 1024**2
 PART_SIZE = 8 * MIB
 MAX_CONCURRENCY = 4
-# The parts one upload may hold: those in flight plus the one being read.
-PARTS_KIB = PART_SIZE * (MAX_CONCURRENCY + 1) // 1024
+# The parts one upload may hold: those in flight and the one being read, max_concurrency in all.
+PARTS_KIB = PART_SIZE * MAX_CONCURRENCY // 1024
 # What botocore, urllib3 and the upload threads add on top of the parts (measured: 15 MiB).
 ALLOWANCE_KIB = 24 * 1024
 READ_LIMIT_KIB = 16 * 1024

@@ -11,10 +11,10 @@ streams alike; bounding it lower takes ``max_in_memory_upload_chunks``, which s3
 s3transfer sends whatever one ``read(part_size)`` returns as a part, so a stream that returns short
 reads (a socket, a raw file, the size-limiting wrapper over either) yields parts under S3's 5 MiB
 minimum, which S3 refuses at completion. The pipeline here is small: parts of exactly ``part_size``
-bytes (only the last may be shorter), at most ``max_concurrency`` of them in flight while the next is
-read, so memory is bounded by ``part_size * (max_concurrency + 1)``; a stream that ends within its
-first part goes up as one ``PutObject``; any failure aborts the multipart upload. Retries are
-botocore's (``retries={"mode": "standard"}`` on the clients this backend builds).
+bytes (only the last may be shorter), and at most ``max_concurrency`` of them held at once, the one
+being read included, so memory is bounded by ``part_size * max(max_concurrency, 2)``; a stream that
+ends within its first part goes up as one ``PutObject``; any failure aborts the multipart upload.
+Retries are botocore's (``retries={"mode": "standard"}`` on the clients this backend builds).
 """
 
 from __future__ import annotations
@@ -128,8 +128,9 @@ class S3StorageBackend(StorageBackend):
             (default: botocore's choice); many S3-compatible stores need ``"path"``.
         part_size: Bytes per part of a multipart upload (an integer, or a size like ``"16MB"``),
             at least 5 MiB. Content that ends within the first part is stored with a single PUT.
-        max_concurrency: Parts uploaded at once. Memory used by one upload is at most
-            ``part_size * (max_concurrency + 1)``, whatever the object's size.
+        max_concurrency: Parts held at once: up to this many are uploaded in parallel while none
+            is being read, one fewer while the next is read. Memory used by one upload is at most
+            ``part_size * max(max_concurrency, 2)``, whatever the object's size.
         checksums: Send a SHA-256 checksum with every part and every PUT (S3 "additional
             checksums"), so the server refuses bytes that changed on the way. Turn off only for a
             store that rejects them.
@@ -407,13 +408,17 @@ class S3StorageBackend(StorageBackend):
     def _upload_parts(
         self, key: str, object_key: str, upload_id: str, stream: Readable, read_ahead: _Parts
     ) -> _CompletedParts:
-        """Upload the parts of ``stream`` (the first ones already read), ``max_concurrency`` at once."""
+        """Upload the parts of ``stream`` (the first ones already read), holding ``max_concurrency``."""
         parts: _CompletedParts = []
         pending: set[Future[CompletedPartTypeDef]] = set()
         pool = ThreadPoolExecutor(self.max_concurrency, thread_name_prefix="granite-s3-upload")
         try:
             number = 0
             while True:
+                # Room first, then the next part: the part being read counts against the limit too.
+                while pending and len(pending) + (0 if read_ahead else 1) > self.max_concurrency:
+                    done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                    parts.extend(future.result() for future in done)
                 part = read_ahead.pop(0) if read_ahead else _read_part(stream, self.part_size)
                 if not part:
                     break
@@ -423,9 +428,6 @@ class S3StorageBackend(StorageBackend):
                         f"{key!r} needs more than {_MAX_PARTS} parts of {self.part_size} bytes; "
                         "configure a larger part_size"
                     )
-                while len(pending) >= self.max_concurrency:
-                    done, pending = wait(pending, return_when=FIRST_COMPLETED)
-                    parts.extend(future.result() for future in done)
                 pending.add(pool.submit(self._upload_part, key, object_key, upload_id, number, part))
                 del part  # the worker holds the only reference: freed as soon as it is sent
             parts.extend(future.result() for future in pending)
