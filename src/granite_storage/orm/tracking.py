@@ -37,20 +37,25 @@ loop's thread, one backend call per object.
 from __future__ import annotations
 
 import logging
+import sys
 import weakref
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from sqlalchemy import Connection, event, inspect, select
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import NO_VALUE, Mapper, Session, SessionTransaction, object_session, sessionmaker
 
 from granite_storage.errors import StorageError
 from granite_storage.manager import StorageManager
 from granite_storage.orm.types import StoredObjectRefType
 from granite_storage.refs import StoredObjectRef
+
+if TYPE_CHECKING:
+    # Imported for the signature only: sqlalchemy.ext.asyncio needs greenlet, which a synchronous
+    # application need not install.
+    from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 __all__ = ["register_stored_object", "track_storage"]
 
@@ -136,13 +141,14 @@ def track_storage(
     Raises:
         TypeError: ``target`` is none of the above.
     """
-    if isinstance(target, async_sessionmaker):
+    asyncio_ext = sys.modules.get("sqlalchemy.ext.asyncio")  # imported if target is from there
+    if asyncio_ext is not None and isinstance(target, asyncio_ext.async_sessionmaker):
         sync_class = target.kw.get("sync_session_class", Session)
         if sync_class is Session:
             sync_class = type("TrackedSession", (Session,), {"__module__": __name__})
             target.configure(sync_session_class=sync_class)
         target = sync_class
-    elif isinstance(target, AsyncSession):
+    elif asyncio_ext is not None and isinstance(target, asyncio_ext.AsyncSession):
         target = target.sync_session
     elif isinstance(target, sessionmaker):
         target = target.class_  # each sessionmaker makes sessions of a Session subclass of its own
