@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from sqlalchemy import Engine
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs_source"
@@ -92,10 +93,17 @@ def test_examples_run(path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     module = types.ModuleType("granite_storage_docs_example")
     module.__file__ = str(path)
     monkeypatch.setitem(sys.modules, module.__name__, module)
-    for block in runnable_blocks(path):
-        # Leading newlines make tracebacks point at the block's lines in the Markdown file.
-        code = compile("\n" * (block.line - 1) + block.source, str(path), "exec")
-        exec(code, module.__dict__)
+    try:
+        for block in runnable_blocks(path):
+            # Leading newlines make tracebacks point at the block's lines in the Markdown file.
+            code = compile("\n" * (block.line - 1) + block.source, str(path), "exec")
+            exec(code, module.__dict__)
+    finally:
+        # What the end of a program would do: close the database connections the examples opened
+        # (Python 3.13 warns about SQLite connections that are garbage-collected open).
+        for value in list(vars(module).values()):
+            if isinstance(value, Engine):
+                value.dispose()
 
 
 def test_the_documentation_has_runnable_examples() -> None:
