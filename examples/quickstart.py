@@ -1,6 +1,7 @@
-"""The quick start, run by ``make demo``: store, read, refuse and delete files on local disk.
+"""The quick start, run by ``make demo``: files on local disk, then files owned by SQLAlchemy models.
 
-Objects go under ``./var/storage`` (created if missing); every object the demo stores, it deletes.
+Objects go under ``./var/storage`` and the demo's table into the SQLite file ``./var/demo.db`` (both
+created if missing); every object and row the demo stores, it deletes.
 """
 
 from __future__ import annotations
@@ -8,9 +9,38 @@ from __future__ import annotations
 import io
 import json
 import uuid
+from typing import Any
 
-from granite_storage import ContentTooLargeError, StorageManager, StoragePolicy, StoredObjectRef
+from sqlalchemy import String, create_engine, event
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
+
+from granite_storage import (
+    ContentTooLargeError,
+    StorageManager,
+    StoragePolicy,
+    StoredContentMixin,
+    StoredObjectRef,
+    StoredObjectRefType,
+    track_storage,
+)
 from granite_storage.backends.local import LocalStorageBackend
+
+
+class Base(DeclarativeBase):
+    """The demo's declarative base."""
+
+
+class Document(StoredContentMixin, Base):
+    """A model that owns one file, as the user guide's SQLAlchemy chapter declares it."""
+
+    __tablename__ = "document"
+    __stored_content_field_name__ = "_file_ref"
+    __stored_content_storage_key__ = "documents"
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    title: Mapped[str] = mapped_column(String(200))
+    _file_ref: Mapped[StoredObjectRef | None] = mapped_column(StoredObjectRefType(), nullable=True)
 
 
 def main() -> None:
@@ -71,6 +101,55 @@ def main() -> None:
     for stored in (ref, report):
         manager.delete(stored)
     print(f"deleted both objects; exists: {manager.exists(ref)}, {manager.exists(report)}")
+
+    models(manager)
+
+
+def models(manager: StorageManager) -> None:
+    """A model owns a file; storage follows the transaction (rollback, replace after commit)."""
+    engine = sqlite_engine("./var/demo.db")
+    Base.metadata.create_all(engine)
+    Document.configure_storage_manager(manager)
+    sessions = sessionmaker(engine)
+    track_storage(sessions)
+
+    with sessions() as session:
+        doc = Document(title="Annual report")
+        session.add(doc)
+        session.flush()  # the object key needs the primary key
+        first = doc.set_content(b"%PDF-1.7 first draft", filename="report.pdf")
+        session.commit()
+        print(f"model stored {first.location} ({first.content_type})")
+
+        draft = doc.replace_content(b"%PDF-1.7 abandoned").new_ref
+        session.rollback()
+        print(f"  rolled back: the abandoned object exists: {manager.exists(draft)}")
+
+        final = doc.replace_content(b"%PDF-1.7 final", delete_previous=True).new_ref
+        print(f"  replaced; before the commit the first draft exists: {manager.exists(first)}")
+        session.commit()
+        print(f"  committed; the first draft exists: {manager.exists(first)}; now {doc.get_content()!r}")
+
+        session.delete(doc)
+        session.commit()
+        manager.delete(final)
+    print(f"deleted the row and its object; exists: {manager.exists(final)}")
+    engine.dispose()
+
+
+def sqlite_engine(path: str) -> Engine:
+    """A SQLite engine whose SAVEPOINTs work (SQLAlchemy's documented hooks for the sqlite3 driver)."""
+    engine = create_engine(f"sqlite:///{path}")
+
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_connection: Any, connection_record: Any) -> None:
+        dbapi_connection.isolation_level = None
+
+    @event.listens_for(engine, "begin")
+    def _begin(connection: Any) -> None:
+        connection.exec_driver_sql("BEGIN")
+
+    return engine
 
 
 if __name__ == "__main__":
