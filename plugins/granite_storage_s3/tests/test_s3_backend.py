@@ -7,6 +7,7 @@ import io
 import os
 import threading
 import time
+import tracemalloc
 import urllib.error
 import urllib.request
 from datetime import timedelta
@@ -56,6 +57,30 @@ class ShortReads(io.RawIOBase):
         buffer[:count] = b"z" * count
         self.remaining -= count
         return count
+
+
+class RepeatingBlock:
+    """A non-seekable stream of ``size`` bytes of unknown length, read at most 1 MiB at a time."""
+
+    BLOCK = os.urandom(MIB)
+
+    def __init__(self, size: int) -> None:
+        self.remaining = size
+
+    def read(self, size: int = -1, /) -> bytes:
+        count = min(size, self.remaining, MIB)
+        self.remaining -= count
+        return self.BLOCK if count == MIB else self.BLOCK[:count]
+
+
+def traced_peak(action: Any) -> int:
+    """The peak of the memory Python allocates (in any thread) while ``action()`` runs, in bytes."""
+    tracemalloc.start()
+    try:
+        action()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
 
 
 def manager_on(backend: S3StorageBackend, max_size: int | None = None) -> StorageManager:
@@ -138,6 +163,17 @@ def test_content_of_exactly_one_part_goes_up_in_one_put(
     ref = store(manager_on(backend), ShortReads(MIN_PART_SIZE))
     assert operations(calls) == ["PutObject"]
     assert backend.stat(ref.location).size == MIN_PART_SIZE
+
+
+@pytest.mark.parametrize("max_concurrency", [1, 2, 4])
+def test_an_upload_holds_at_most_max_concurrency_parts(real_s3: S3Server, max_concurrency: int) -> None:
+    # On the real server: moto, in this process, would keep every stored part in traced memory.
+    part_size = 16 * MIB
+    backend = real_s3.backend(part_size=part_size, max_concurrency=max_concurrency)
+    backend.put("doc/warm.bin", RepeatingBlock(2 * part_size + 1))  # botocore loads what it needs
+    peak = traced_peak(lambda: backend.put("doc/big.bin", RepeatingBlock(12 * part_size)))
+    assert peak <= max(max_concurrency, 2) * part_size + 2 * MIB, peak / MIB
+    assert backend.stat("doc/big.bin").size == 12 * part_size
 
 
 def test_passing_max_size_mid_stream_aborts_the_multipart_upload(

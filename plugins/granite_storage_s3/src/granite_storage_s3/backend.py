@@ -241,8 +241,10 @@ class S3StorageBackend(StorageBackend):
             upload_id = self.client.create_multipart_upload(Bucket=self.bucket, Key=object_key, **arguments)[
                 "UploadId"
             ]
+        read_ahead = [first, second]
+        del first, second  # _upload_parts drops each part once sent: no other name may keep one alive
         try:
-            parts = self._upload_parts(key, object_key, upload_id, stream, [first, second])
+            parts = self._upload_parts(key, object_key, upload_id, stream, read_ahead)
             with self._errors("upload", key):
                 self.client.complete_multipart_upload(
                     Bucket=self.bucket,
