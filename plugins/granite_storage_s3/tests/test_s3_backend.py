@@ -73,6 +73,32 @@ class RepeatingBlock:
         return self.BLOCK if count == MIB else self.BLOCK[:count]
 
 
+class OverlongReads:
+    """A stream of ``content`` that returns up to 1000 bytes more than each ``read(n)`` asks for."""
+
+    def __init__(self, content: bytes) -> None:
+        self.content = content
+        self.position = 0
+
+    def read(self, size: int = -1, /) -> bytes:
+        end = len(self.content) if size < 0 else self.position + size + 1000
+        chunk = self.content[self.position : end]
+        self.position += len(chunk)
+        return chunk
+
+
+class NothingReadyYet:
+    """A non-blocking stream: ``good_bytes`` of content, then ``None`` (no data ready) for ever."""
+
+    def __init__(self, good_bytes: int) -> None:
+        self.remaining = good_bytes
+
+    def read(self, size: int = -1, /) -> bytes | None:
+        count = min(size, self.remaining, 65_536)
+        self.remaining -= count
+        return b"n" * count if count else None
+
+
 def traced_peak(action: Any) -> int:
     """The peak of the memory Python allocates (in any thread) while ``action()`` runs, in bytes."""
     tracemalloc.start()
@@ -174,6 +200,38 @@ def test_an_upload_holds_at_most_max_concurrency_parts(real_s3: S3Server, max_co
     peak = traced_peak(lambda: backend.put("doc/big.bin", RepeatingBlock(12 * part_size)))
     assert peak <= max(max_concurrency, 2) * part_size + 2 * MIB, peak / MIB
     assert backend.stat("doc/big.bin").size == 12 * part_size
+
+
+def test_reads_longer_than_asked_for_are_carried_into_the_next_part(
+    s3: S3Server, calls: list[tuple[str, dict[str, Any]]]
+) -> None:
+    backend = recording_backend(s3, calls, part_size=MIN_PART_SIZE)
+    content = os.urandom(2 * MIN_PART_SIZE + 123)
+    backend.put("doc/long-reads.bin", OverlongReads(content))
+    parts = sorted(
+        (params["PartNumber"], len(params["Body"])) for name, params in calls if name == "UploadPart"
+    )
+    assert parts == [(1, MIN_PART_SIZE), (2, MIN_PART_SIZE), (3, 123)]
+    assert backend.get("doc/long-reads.bin") == content
+
+
+@pytest.mark.parametrize("good_bytes", [100, 2 * MIN_PART_SIZE + 100])
+def test_a_non_blocking_stream_with_nothing_ready_is_refused_not_truncated(
+    s3: S3Server, good_bytes: int
+) -> None:
+    backend = s3.backend(part_size=MIN_PART_SIZE)
+    with pytest.raises(io.UnsupportedOperation, match="blocking stream"):
+        backend.put("doc/partial.bin", NothingReadyYet(good_bytes))  # type: ignore[arg-type]
+    assert list(backend.list()) == []
+    assert in_progress_uploads(s3) == []
+
+
+def test_a_small_upload_allocates_what_it_holds_not_a_whole_part(s3: S3Server) -> None:
+    backend = s3.backend()  # 8 MiB parts
+    backend.put("doc/warm.bin", io.BytesIO(b"warm"))  # botocore loads what it needs
+    peak = traced_peak(lambda: backend.put("doc/small.bin", io.BytesIO(b"s" * 100)))
+    assert peak < backend.part_size // 8, peak
+    assert backend.get("doc/small.bin") == b"s" * 100
 
 
 def test_passing_max_size_mid_stream_aborts_the_multipart_upload(

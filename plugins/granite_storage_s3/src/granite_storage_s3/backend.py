@@ -231,8 +231,9 @@ class S3StorageBackend(StorageBackend):
         """
         object_key = self._object_key(key)
         arguments = self._object_arguments(content_type, original_filename)
-        first = _read_part(stream, self.part_size)
-        second = _read_part(stream, self.part_size) if len(first) == self.part_size else bytearray()
+        reader = _PartReader(stream, self.part_size)
+        first = reader.read_part()
+        second = reader.read_part() if len(first) == self.part_size else bytearray()
         if not second:
             with self._errors("upload", key):
                 self.client.put_object(Bucket=self.bucket, Key=object_key, Body=_body(first), **arguments)
@@ -244,7 +245,7 @@ class S3StorageBackend(StorageBackend):
         read_ahead = [first, second]
         del first, second  # _upload_parts drops each part once sent: no other name may keep one alive
         try:
-            parts = self._upload_parts(key, object_key, upload_id, stream, read_ahead)
+            parts = self._upload_parts(key, object_key, upload_id, reader, read_ahead)
             with self._errors("upload", key):
                 self.client.complete_multipart_upload(
                     Bucket=self.bucket,
@@ -408,9 +409,9 @@ class S3StorageBackend(StorageBackend):
         return arguments
 
     def _upload_parts(
-        self, key: str, object_key: str, upload_id: str, stream: Readable, read_ahead: _Parts
+        self, key: str, object_key: str, upload_id: str, reader: _PartReader, read_ahead: _Parts
     ) -> _CompletedParts:
-        """Upload the parts of ``stream`` (the first ones already read), holding ``max_concurrency``."""
+        """Upload the parts ``reader`` yields (the first ones already read), holding ``max_concurrency``."""
         parts: _CompletedParts = []
         pending: set[Future[CompletedPartTypeDef]] = set()
         pool = ThreadPoolExecutor(self.max_concurrency, thread_name_prefix="granite-s3-upload")
@@ -421,7 +422,7 @@ class S3StorageBackend(StorageBackend):
                 while pending and len(pending) + (0 if read_ahead else 1) > self.max_concurrency:
                     done, pending = wait(pending, return_when=FIRST_COMPLETED)
                     parts.extend(future.result() for future in done)
-                part = read_ahead.pop(0) if read_ahead else _read_part(stream, self.part_size)
+                part = read_ahead.pop(0) if read_ahead else reader.read_part()
                 if not part:
                     break
                 number += 1
@@ -517,22 +518,61 @@ def _body(part: bytearray) -> bytes:
     return cast(bytes, part)
 
 
-def _read_part(stream: Readable, size: int) -> bytearray:
-    """Read exactly ``size`` bytes from ``stream``, fewer only at its end, into one buffer."""
-    part = bytearray(size)
-    view = memoryview(part)
-    filled = 0
-    try:
-        while filled < size:
-            chunk = stream.read(min(size - filled, DEFAULT_CHUNK_SIZE))
+class _PartReader:
+    """Reads a stream in parts of exactly ``part_size`` bytes (fewer only at its end).
+
+    Small first: up to one chunk (:data:`~granite_storage.streams.DEFAULT_CHUNK_SIZE`) is gathered as
+    it comes, and only a stream that goes on past it gets a whole part's buffer, so a 100-byte upload
+    costs 100 bytes, not ``part_size``. A ``read(n)`` that returns more than ``n`` bytes has its
+    excess kept for the next part (held until then, beyond the parts' bound). A read that returns
+    ``None`` (a non-blocking stream with nothing ready) raises :class:`io.UnsupportedOperation`:
+    taken for the end, it would store a truncated object.
+    """
+
+    def __init__(self, stream: Readable, part_size: int) -> None:
+        self._stream = stream
+        self._part_size = part_size
+        self._excess = memoryview(b"")
+
+    def read_part(self) -> bytearray:
+        """The next part; empty at the end of the stream."""
+        size = self._part_size
+        head = bytearray()
+        while len(head) < min(size, DEFAULT_CHUNK_SIZE):
+            chunk = self._read(min(size, DEFAULT_CHUNK_SIZE) - len(head))
             if not chunk:
-                break
-            view[filled : filled + len(chunk)] = chunk
-            filled += len(chunk)
-    finally:
-        view.release()
-    del part[filled:]  # in place: the last part shrinks without a copy
-    return part
+                return head
+            head += chunk
+        part = bytearray(size)
+        part[: len(head)] = head
+        filled = len(head)
+        del head
+        view = memoryview(part)
+        try:
+            while filled < size:
+                chunk = self._read(min(size - filled, DEFAULT_CHUNK_SIZE))
+                if not chunk:
+                    break
+                view[filled : filled + len(chunk)] = chunk
+                filled += len(chunk)
+        finally:
+            view.release()
+        del part[filled:]  # in place: the last part shrinks without a copy
+        return part
+
+    def _read(self, limit: int) -> bytes | memoryview:
+        """Up to ``limit`` bytes: the excess of an earlier over-long read first, then the stream's."""
+        if not self._excess:
+            data: bytes | None = self._stream.read(limit)
+            if data is None:
+                raise io.UnsupportedOperation(
+                    "the S3 backend needs a blocking stream; a read returned None (no data yet)"
+                )
+            if len(data) <= limit:
+                return data
+            self._excess = memoryview(bytes(data))
+        taken, self._excess = self._excess[:limit], self._excess[limit:]
+        return taken
 
 
 def _shorten_filename(name: str) -> str:
