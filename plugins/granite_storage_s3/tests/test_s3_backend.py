@@ -5,6 +5,8 @@ from __future__ import annotations
 import base64
 import io
 import os
+import secrets
+import socket
 import threading
 import time
 import tracemalloc
@@ -17,7 +19,7 @@ from urllib.parse import unquote
 
 import pytest
 from botocore.config import Config
-from botocore.exceptions import ClientError, EndpointConnectionError
+from botocore.exceptions import ClientError, EndpointConnectionError, ReadTimeoutError
 
 from granite_storage import (
     BackendUnavailableError,
@@ -107,6 +109,14 @@ def traced_peak(action: Any) -> int:
         return tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
+
+
+def built_backend(s3: S3Server, monkeypatch: pytest.MonkeyPatch, **options: Any) -> S3StorageBackend:
+    """A backend on ``s3`` that builds its own client, with credentials from the environment."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3.access_key)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3.secret_key)
+    options.setdefault("prefix", f"test-{secrets.token_hex(6)}")
+    return S3StorageBackend(s3.bucket, endpoint_url=s3.endpoint_url, region_name=s3.region, **options)
 
 
 def manager_on(backend: S3StorageBackend, max_size: int | None = None) -> StorageManager:
@@ -325,6 +335,61 @@ def test_every_part_carries_a_sha256_checksum(s3: S3Server, calls: list[tuple[st
     assert all("ChecksumSHA256" in part for part in completed[0]["MultipartUpload"]["Parts"])
 
 
+def sent_checksums(backend: S3StorageBackend) -> list[tuple[str, set[str]]]:
+    """For every request the backend's client sends: its method and the checksums it carries.
+
+    A checksum goes in a header (``x-amz-checksum-sha256``) or, for a streamed body over HTTPS, in a
+    trailer that ``x-amz-trailer`` announces; ``x-amz-sdk-checksum-algorithm`` names the algorithm.
+    """
+    sent: list[tuple[str, set[str]]] = []
+
+    def record(request: Any, **_: Any) -> None:
+        names = {name.lower() for name in request.headers if name.lower().startswith("x-amz-checksum-")}
+        names.update(request.headers.get("x-amz-trailer", b"").decode().lower().split(","))
+        names.update(
+            f"algorithm:{value.decode()}"
+            for value in [request.headers.get("x-amz-sdk-checksum-algorithm")]
+            if value
+        )
+        sent.append((request.method, names - {""}))
+
+    backend.client.meta.events.register("before-send.s3.*", record)
+    return sent
+
+
+def test_a_built_client_sends_no_checksum_when_checksums_are_off(
+    real_s3: S3Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # On the real server only: botocore then sends the part's bytearray as it is, which moto's
+    # request parsing (werkzeug) takes for form data and fails on.
+    backend = built_backend(real_s3, monkeypatch, checksums=False, part_size=MIN_PART_SIZE)
+    sent = sent_checksums(backend)
+    backend.put("doc/small.bin", io.BytesIO(b"small"))
+    backend.put("doc/large.bin", ShortReads(MIN_PART_SIZE + 1))
+    assert [method for method, _ in sent] == ["PUT", "POST", "PUT", "PUT", "POST"]
+    assert [names for _, names in sent] == [set()] * 5
+    assert backend.get("doc/large.bin") == b"z" * (MIN_PART_SIZE + 1)
+
+
+def test_a_built_client_sends_sha256_checksums_when_checksums_are_on(
+    s3: S3Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    backend = built_backend(s3, monkeypatch, part_size=MIN_PART_SIZE)
+    sent = sent_checksums(backend)
+    backend.put("doc/small.bin", io.BytesIO(b"small"))
+    backend.put("doc/large.bin", ShortReads(MIN_PART_SIZE + 1))
+    uploads = [names for method, names in sent if method == "PUT"]
+    assert len(uploads) == 3
+    assert all("x-amz-checksum-sha256" in names for names in uploads), sent
+    assert not any("x-amz-checksum-crc32" in names for _, names in sent), sent
+
+
+@pytest.mark.parametrize("checksums", ["false", 0, None])
+def test_checksums_must_be_a_bool(checksums: object) -> None:
+    with pytest.raises(ValueError, match="checksums"):
+        S3StorageBackend("bucket", region_name="us-east-1", checksums=checksums)  # type: ignore[arg-type]
+
+
 def test_checksums_can_be_turned_off(s3: S3Server, calls: list[tuple[str, dict[str, Any]]]) -> None:
     backend = recording_backend(s3, calls, checksums=False)
     backend.put("doc/plain.bin", io.BytesIO(b"plain"))
@@ -482,6 +547,41 @@ def test_an_unreachable_endpoint_is_unavailable(monkeypatch: pytest.MonkeyPatch)
     assert isinstance(raised.value.__cause__, EndpointConnectionError)
 
 
+@pytest.mark.parametrize("max_attempts", [1, 2])
+def test_a_stalled_endpoint_is_given_up_on_after_the_read_timeout(
+    monkeypatch: pytest.MonkeyPatch, max_attempts: int
+) -> None:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "k")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "s")
+    with socket.socket() as listener:
+        # Connections complete in the listen backlog, but nothing ever reads or answers them.
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)
+        backend = S3StorageBackend(
+            "bucket",
+            endpoint_url=f"http://127.0.0.1:{listener.getsockname()[1]}",
+            region_name="us-east-1",
+            connect_timeout=0.5,
+            read_timeout=0.5,
+            max_attempts=max_attempts,
+        )
+        started = time.monotonic()
+        with pytest.raises(BackendUnavailableError) as raised:
+            backend.stat("a/b")
+        elapsed = time.monotonic() - started
+    assert isinstance(raised.value.__cause__, ReadTimeoutError)
+    assert max_attempts * 0.5 <= elapsed < 10
+
+
+def test_a_built_client_has_bounded_timeouts_and_retries_by_default(moto_s3: S3Server) -> None:
+    config: Any = S3StorageBackend(
+        moto_s3.bucket, region_name="us-east-1", max_concurrency=16
+    ).client.meta.config
+    assert (config.connect_timeout, config.read_timeout) == (5, 30)
+    assert config.retries == {"mode": "standard", "total_max_attempts": 3}
+    assert config.max_pool_connections == 18
+
+
 def test_missing_credentials_are_a_configuration_error(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Any
 ) -> None:
@@ -635,6 +735,11 @@ def test_a_manager_from_config_stores_on_the_real_server(
                     "addressing_style": "path",
                     "part_size": "16MB",
                     "max_concurrency": 2,
+                    "connect_timeout": 2,
+                    "read_timeout": 20.5,
+                    "max_attempts": 2,
+                    "max_pool_connections": 4,
+                    "checksums": False,
                 }
             },
             "policies": {"files": {"backend": "files", "max_size": "1MB"}},
@@ -642,7 +747,10 @@ def test_a_manager_from_config_stores_on_the_real_server(
     )
     backend = manager.backend("files")
     assert isinstance(backend, S3StorageBackend)
-    assert (backend.part_size, backend.max_concurrency) == (16 * MIB, 2)
+    assert (backend.part_size, backend.max_concurrency, backend.checksums) == (16 * MIB, 2, False)
+    config: Any = backend.client.meta.config  # the stubs list none of its options
+    assert (config.connect_timeout, config.read_timeout, config.max_pool_connections) == (2, 20.5, 4)
+    assert config.retries == {"mode": "standard", "total_max_attempts": 2}
     ref = store(manager, io.BytesIO(b"configured"), filename="c.txt")
     assert manager.get(ref) == b"configured"
     assert manager.verify(ref)
@@ -655,9 +763,17 @@ def test_a_manager_from_config_stores_on_the_real_server(
         {"part_size": "1MB"},
         {"part_size": 6 * 1024**3},
         {"max_concurrency": 0},
+        {"connect_timeout": 0},
+        {"read_timeout": "30"},
+        {"read_timeout": float("nan")},
+        {"max_attempts": 0},
+        {"max_attempts": 2.5},
+        {"max_pool_connections": True},
+        {"checksums": "false"},
         {"addressing_style": "sideways"},
         {"bucket": "a/b"},
         {"client": object(), "endpoint_url": "http://127.0.0.1:1"},
+        {"client": object(), "read_timeout": 10},
     ],
 )
 def test_bad_options_are_a_configuration_error(options: dict[str, Any]) -> None:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import math
 from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from datetime import UTC, datetime, timedelta
@@ -55,8 +56,11 @@ if TYPE_CHECKING:
     from mypy_boto3_s3.type_defs import CompletedPartTypeDef
 
 __all__ = [
+    "DEFAULT_CONNECT_TIMEOUT",
+    "DEFAULT_MAX_ATTEMPTS",
     "DEFAULT_MAX_CONCURRENCY",
     "DEFAULT_PART_SIZE",
+    "DEFAULT_READ_TIMEOUT",
     "MAX_URL_EXPIRY",
     "MIN_PART_SIZE",
     "S3StorageBackend",
@@ -73,6 +77,13 @@ _MAX_PARTS = 10_000
 DEFAULT_PART_SIZE = 8 * _MIB
 #: How many parts are uploaded at once by default.
 DEFAULT_MAX_CONCURRENCY = 4
+#: Seconds the built client waits for a connection to the endpoint, by default.
+DEFAULT_CONNECT_TIMEOUT = 5.0
+#: Seconds the built client waits for the server's bytes (each wait, not a whole request), by default.
+DEFAULT_READ_TIMEOUT = 30.0
+#: How often the built client tries a request in all, the first attempt included, by default.
+DEFAULT_MAX_ATTEMPTS = 3
+_MAX_ATTEMPTS_LIMIT = 10
 #: The longest a presigned URL can live (AWS Signature Version 4 allows seven days).
 MAX_URL_EXPIRY = timedelta(days=7)
 # The original filename goes into user metadata percent-encoded; S3 allows 2 KiB of it in all.
@@ -117,10 +128,10 @@ class S3StorageBackend(StorageBackend):
         prefix: Key prefix inside the bucket (``"production"``), so that several applications or
             environments can share a bucket. Every object this backend reads, writes, lists or
             deletes lies under it; ``""`` uses the whole bucket.
-        client: A boto3 S3 client to use as it is (its credentials, region, endpoint, retries).
-            When omitted, the backend builds one with boto3's usual credential chain (environment,
-            shared config, instance or container role), Signature Version 4, and botocore's
-            ``standard`` retry mode.
+        client: A boto3 S3 client to use as it is (its credentials, region, endpoint, timeouts,
+            retries, checksum settings). When omitted, the backend builds one with boto3's usual
+            credential chain (environment, shared config, instance or container role), Signature
+            Version 4, botocore's ``standard`` retry mode, and the options below.
         region_name: The region of the client built when ``client`` is omitted.
         endpoint_url: The endpoint of an S3-compatible store (``"http://127.0.0.1:8333"``), for the
             client built when ``client`` is omitted.
@@ -131,14 +142,32 @@ class S3StorageBackend(StorageBackend):
         max_concurrency: Parts held at once: up to this many are uploaded in parallel while none
             is being read, one fewer while the next is read. Memory used by one upload is at most
             ``part_size * max(max_concurrency, 2)``, whatever the object's size.
+        connect_timeout: Seconds the built client waits to connect (default 5).
+        read_timeout: Seconds the built client waits for the server's bytes (default 30). It bounds
+            each wait on the socket, not a whole request: a part of any size may take longer to
+            send, but once it is sent the server must start answering within this time. S3 answers
+            a stored part within about a second, and keeps a long ``CompleteMultipartUpload``
+            alive with whitespace; 30 s leaves room for a slow S3-compatible store writing a large
+            part to disk, while a stalled endpoint is given up on within
+            ``max_attempts * read_timeout`` plus botocore's back-off (about 93 s by default).
+        max_attempts: How often the built client tries a request in all, the first attempt
+            included (1 to 10, default 3): botocore's ``standard`` retry mode, which retries
+            throttling, 5xx answers, timeouts and dropped connections with jittered back-off.
+        max_pool_connections: The built client's connection pool size (default
+            ``max(10, max_concurrency + 2)``: every upload thread gets a connection, with room
+            for other requests).
         checksums: Send a SHA-256 checksum with every part and every PUT (S3 "additional
             checksums"), so the server refuses bytes that changed on the way. Turn off only for a
-            store that rejects them.
+            store that rejects them: the built client then sends no checksum at all (botocore
+            1.36 and later would otherwise add CRC32 checksums by default). A ``client`` passed in
+            decides this itself: build it with ``request_checksum_calculation="when_required"``
+            and ``response_checksum_validation="when_required"`` in its ``Config``.
 
     Raises:
         ConfigurationError: ``bucket`` or ``prefix`` is unusable.
-        ValueError: ``part_size`` or ``max_concurrency`` is out of range, or ``client`` is given
-            together with options for building one.
+        ValueError: ``part_size``, ``max_concurrency``, a timeout, ``max_attempts`` or
+            ``max_pool_connections`` is out of range or of the wrong type, ``checksums`` is not a
+            bool, or ``client`` is given together with options for building one.
 
     Errors from botocore are raised as the most specific library error, chained to the original:
     a missing key as :class:`~granite_storage.ObjectNotFoundError`, refused access (HTTP 403, a bad
@@ -159,6 +188,10 @@ class S3StorageBackend(StorageBackend):
         addressing_style: Literal["path", "virtual"] | None = None,
         part_size: int | str = DEFAULT_PART_SIZE,
         max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
+        connect_timeout: float | None = None,
+        read_timeout: float | None = None,
+        max_attempts: int | None = None,
+        max_pool_connections: int | None = None,
         checksums: bool = True,
     ) -> None:
         if not isinstance(bucket, str) or not bucket or any(c in bucket for c in "/\\ \t\r\n"):
@@ -182,18 +215,43 @@ class S3StorageBackend(StorageBackend):
             raise ValueError(f"max_concurrency must be an integer from 1 to 64, got {max_concurrency!r}")
         if addressing_style not in (None, "path", "virtual"):
             raise ValueError(f"addressing_style must be 'path' or 'virtual', got {addressing_style!r}")
+        if not isinstance(checksums, bool):
+            raise ValueError(f"checksums must be true or false, got {checksums!r}")
+        building = {
+            "region_name": region_name,
+            "endpoint_url": endpoint_url,
+            "addressing_style": addressing_style,
+            "connect_timeout": connect_timeout,
+            "read_timeout": read_timeout,
+            "max_attempts": max_attempts,
+            "max_pool_connections": max_pool_connections,
+        }
         if client is None:
-            config = Config(
-                signature_version="s3v4",
-                retries={"mode": "standard"},
-                max_pool_connections=max(10, max_concurrency + 2),
-                s3={"addressing_style": addressing_style} if addressing_style else None,
-            )
+            options: dict[str, Any] = {
+                "signature_version": "s3v4",
+                "connect_timeout": _seconds("connect_timeout", connect_timeout, DEFAULT_CONNECT_TIMEOUT),
+                "read_timeout": _seconds("read_timeout", read_timeout, DEFAULT_READ_TIMEOUT),
+                "retries": {
+                    "mode": "standard",
+                    # botocore's own "max_attempts" counts retries only; this counts every attempt.
+                    "total_max_attempts": _count(
+                        "max_attempts", max_attempts, DEFAULT_MAX_ATTEMPTS, _MAX_ATTEMPTS_LIMIT
+                    ),
+                },
+                "max_pool_connections": _count(
+                    "max_pool_connections", max_pool_connections, max(10, max_concurrency + 2), 1000
+                ),
+                "s3": {"addressing_style": addressing_style} if addressing_style else None,
+            }
+            if not checksums and "request_checksum_calculation" in Config.OPTION_DEFAULTS:
+                # botocore 1.36+ adds CRC32 checksums unasked; older versions send none by default.
+                options["request_checksum_calculation"] = "when_required"
+                options["response_checksum_validation"] = "when_required"
             client = boto3.session.Session().client(
-                "s3", region_name=region_name, endpoint_url=endpoint_url, config=config
+                "s3", region_name=region_name, endpoint_url=endpoint_url, config=Config(**options)
             )
-        elif region_name is not None or endpoint_url is not None or addressing_style is not None:
-            raise ValueError("pass a client, or region_name/endpoint_url/addressing_style to build one")
+        elif given := [name for name, value in building.items() if value is not None]:
+            raise ValueError(f"pass a client, or options to build one, not both (got {', '.join(given)})")
         #: The bucket's name.
         self.bucket = bucket
         #: The key prefix inside the bucket, without slashes at either end (``""`` for none).
@@ -589,6 +647,24 @@ def _shorten_filename(name: str) -> str:
             break
         kept.append(char)
     return "".join(kept) + tail
+
+
+def _seconds(name: str, value: object, default: float) -> float:
+    """``value`` as a positive, finite number of seconds (``default`` for ``None``), else ValueError."""
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < math.inf:
+        raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
+    return float(value)
+
+
+def _count(name: str, value: object, default: int, limit: int) -> int:
+    """``value`` as an integer from 1 to ``limit`` (``default`` for ``None``), else ValueError."""
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= limit:
+        raise ValueError(f"{name} must be an integer from 1 to {limit}, got {value!r}")
+    return value
 
 
 def _utc(moment: datetime) -> datetime:
