@@ -509,6 +509,7 @@ def test_a_missing_object_is_not_found_chained_to_botocore(s3: S3Server) -> None
     for operation in (backend.open, backend.stat, backend.get):
         with pytest.raises(ObjectNotFoundError) as raised:
             operation("doc/missing.bin")
+        assert raised.value.key == "doc/missing.bin"
         assert isinstance(raised.value, FileNotFoundError)
         assert isinstance(raised.value.__cause__, ClientError)
 
@@ -644,6 +645,7 @@ def test_server_errors_map_to_the_most_specific_error(
     try:
         backend = S3StorageBackend(
             "bucket",
+            prefix="tenant",
             client=SESSION.client(
                 "s3",
                 endpoint_url=f"http://127.0.0.1:{server.server_address[1]}",
@@ -655,8 +657,8 @@ def test_server_errors_map_to_the_most_specific_error(
             backend.put("a/b.bin", io.BytesIO(b"x"))
         assert type(raised.value) is error
         assert isinstance(raised.value.__cause__, ClientError)
-        assert "'a/b.bin'" in str(raised.value)
-        assert "'bucket'" in str(raised.value)
+        # The key as it is in the bucket, prefix included: what an operator looks for.
+        assert "'tenant/a/b.bin' in S3 bucket 'bucket'" in str(raised.value)
     finally:
         server.shutdown()
         server.server_close()
@@ -755,6 +757,12 @@ def test_a_manager_from_config_stores_on_the_real_server(
     assert manager.get(ref) == b"configured"
     assert manager.verify(ref)
     manager.delete(ref)
+
+
+@pytest.mark.parametrize("part_size", ["1MB", "-1", "8 MiBB", 6 * 1024**3, 8.5 * MIB, True])
+def test_any_bad_part_size_is_a_value_error(part_size: object) -> None:
+    with pytest.raises(ValueError, match="part_size"):
+        S3StorageBackend("bucket", region_name="us-east-1", part_size=part_size)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(

@@ -204,7 +204,10 @@ class S3StorageBackend(StorageBackend):
                 validate_key(prefix)
             except InvalidKeyError as exc:
                 raise ConfigurationError(f"unusable S3 key prefix: {exc}") from exc
-        size = parse_size(part_size)
+        try:
+            size = parse_size(part_size)
+        except ConfigurationError:  # "-1", a typo: as wrong as an out-of-range size
+            size = None
         if size is None or not MIN_PART_SIZE <= size <= _MAX_PART_SIZE:
             raise ValueError(f"part_size must be between 5 MiB and 5 GiB, got {part_size!r}")
         if (
@@ -293,10 +296,10 @@ class S3StorageBackend(StorageBackend):
         first = reader.read_part()
         second = reader.read_part() if len(first) == self.part_size else bytearray()
         if not second:
-            with self._errors("upload", key):
+            with _translated_errors("upload", self.bucket, object_key, key):
                 self.client.put_object(Bucket=self.bucket, Key=object_key, Body=_body(first), **arguments)
             return
-        with self._errors("upload", key):
+        with _translated_errors("upload", self.bucket, object_key, key):
             upload_id = self.client.create_multipart_upload(Bucket=self.bucket, Key=object_key, **arguments)[
                 "UploadId"
             ]
@@ -304,7 +307,7 @@ class S3StorageBackend(StorageBackend):
         del first, second  # _upload_parts drops each part once sent: no other name may keep one alive
         try:
             parts = self._upload_parts(key, object_key, upload_id, reader, read_ahead)
-            with self._errors("upload", key):
+            with _translated_errors("upload", self.bucket, object_key, key):
                 self.client.complete_multipart_upload(
                     Bucket=self.bucket,
                     Key=object_key,
@@ -318,7 +321,7 @@ class S3StorageBackend(StorageBackend):
     def delete(self, key: str) -> None:
         """Delete the object; S3 reports success for a missing one too."""
         object_key = self._object_key(key)
-        with self._errors("delete", key):
+        with _translated_errors("delete", self.bucket, object_key, key):
             self.client.delete_object(Bucket=self.bucket, Key=object_key)
 
     def remove_incomplete_uploads(self, *, older_than: timedelta) -> int:
@@ -332,8 +335,9 @@ class S3StorageBackend(StorageBackend):
         cutoff = datetime.now(UTC) - older_than
         removed = 0
         paginator = self.client.get_paginator("list_multipart_uploads")
-        with self._errors("list uploads of", self.prefix or "/"):
-            for page in paginator.paginate(Bucket=self.bucket, Prefix=self._list_prefix("")):
+        list_prefix = self._list_prefix("")
+        with _translated_errors("list uploads of", self.bucket, list_prefix or "/", self.prefix or "/"):
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=list_prefix):
                 for upload in page.get("Uploads", []):
                     key = self._relative_key(upload.get("Key", ""))
                     if key is None or upload.get("Initiated", cutoff) > cutoff:
@@ -362,7 +366,7 @@ class S3StorageBackend(StorageBackend):
     def stat(self, key: str) -> ObjectInfo:
         """Size and modification time from a ``HeadObject`` request."""
         object_key = self._object_key(key)
-        with self._errors("stat", key):
+        with _translated_errors("stat", self.bucket, object_key, key):
             head = self.client.head_object(Bucket=self.bucket, Key=object_key)
         return ObjectInfo(key, head["ContentLength"], _utc(head["LastModified"]))
 
@@ -402,7 +406,7 @@ class S3StorageBackend(StorageBackend):
             params["ResponseContentType"] = content_type
         if content_disposition:
             params["ResponseContentDisposition"] = content_disposition
-        with self._errors("sign a URL for", key):
+        with _translated_errors("sign a URL for", self.bucket, object_key, key):
             return self.client.generate_presigned_url("get_object", Params=params, ExpiresIn=seconds)
 
     # -- helpers -------------------------------------------------------------------------------------
@@ -432,7 +436,7 @@ class S3StorageBackend(StorageBackend):
 
     def _list(self, list_prefix: str, shown: str) -> Iterator[ObjectInfo]:
         paginator = self.client.get_paginator("list_objects_v2")
-        with self._errors("list", shown):
+        with _translated_errors("list", self.bucket, list_prefix or "/", shown):
             for page in paginator.paginate(Bucket=self.bucket, Prefix=list_prefix):
                 for item in page.get("Contents", []):
                     key = self._relative_key(item.get("Key", ""))
@@ -442,7 +446,7 @@ class S3StorageBackend(StorageBackend):
     def _get(self, key: str, byte_range: str | None) -> BinaryIO:
         object_key = self._object_key(key)
         try:
-            with self._errors("read", key):
+            with _translated_errors("read", self.bucket, object_key, key):
                 if byte_range is None:
                     response = self.client.get_object(Bucket=self.bucket, Key=object_key)
                 else:
@@ -451,7 +455,7 @@ class S3StorageBackend(StorageBackend):
             if byte_range and _error_code(exc.__cause__) == "InvalidRange":
                 return io.BytesIO()  # the range starts at or past the end: nothing to read
             raise
-        raw = _ObjectReader(response["Body"], key, self)
+        raw = _ObjectReader(response["Body"], self.bucket, object_key, key)
         return cast(BinaryIO, io.BufferedReader(raw, buffer_size=64 * 1024))
 
     def _object_arguments(self, content_type: str | None, original_filename: str | None) -> dict[str, Any]:
@@ -502,7 +506,7 @@ class S3StorageBackend(StorageBackend):
         self, key: str, object_key: str, upload_id: str, number: int, body: bytearray
     ) -> CompletedPartTypeDef:
         arguments: dict[str, Any] = {"ChecksumAlgorithm": "SHA256"} if self.checksums else {}
-        with self._errors("upload", key):
+        with _translated_errors("upload", self.bucket, object_key, key):
             response = self.client.upload_part(
                 Bucket=self.bucket,
                 Key=object_key,
@@ -519,7 +523,7 @@ class S3StorageBackend(StorageBackend):
     def _abort(self, key: str, object_key: str, upload_id: str) -> None:
         """Abort a multipart upload; a failure is logged, not raised (the caller has its own error)."""
         try:
-            with self._errors("abort the upload of", key):
+            with _translated_errors("abort the upload of", self.bucket, object_key, key):
                 self.client.abort_multipart_upload(Bucket=self.bucket, Key=object_key, UploadId=upload_id)
         except StorageError as exc:
             if _error_code(exc.__cause__) != "NoSuchUpload":
@@ -531,30 +535,21 @@ class S3StorageBackend(StorageBackend):
                     self.bucket,
                 )
 
-    @contextlib.contextmanager
-    def _errors(self, action: str, key: str) -> Iterator[None]:
-        """Raise botocore's errors as the most specific :class:`~granite_storage.StorageError`."""
-        try:
-            yield
-        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
-            raise _storage_error(exc, action=action, bucket=self.bucket, key=key) from exc
-
 
 class _ObjectReader(io.RawIOBase):
     """The raw stream of a ``GetObject`` body, with botocore's errors translated; closes the body."""
 
-    def __init__(self, body: StreamingBody, key: str, backend: S3StorageBackend) -> None:
+    def __init__(self, body: StreamingBody, bucket: str, object_key: str, key: str) -> None:
         super().__init__()
         self._body = body
-        self._key = key
-        self._backend = backend
+        self._where = (bucket, object_key, key)
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, buffer: WriteableBuffer, /) -> int:
         view = memoryview(buffer).cast("B")
-        with self._backend._errors("read", self._key):
+        with _translated_errors("read", *self._where):
             data = self._body.read(len(view))
         view[: len(data)] = data
         return len(data)
@@ -677,9 +672,22 @@ def _error_code(exc: BaseException | None) -> str:
     return ""
 
 
-def _storage_error(exc: Exception, *, action: str, bucket: str, key: str) -> StorageError:
+@contextlib.contextmanager
+def _translated_errors(action: str, bucket: str, object_key: str, key: str) -> Iterator[None]:
+    """Raise botocore's errors inside as the most specific :class:`~granite_storage.StorageError`.
+
+    Messages name ``object_key`` (the key in the bucket, prefix included, which operators find in
+    the bucket); :class:`~granite_storage.ObjectNotFoundError` carries ``key``, the backend's own.
+    """
+    try:
+        yield
+    except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
+        raise _storage_error(exc, action=action, bucket=bucket, object_key=object_key, key=key) from exc
+
+
+def _storage_error(exc: Exception, *, action: str, bucket: str, object_key: str, key: str) -> StorageError:
     """The library error that says what ``exc``, raised by botocore, means."""
-    where = f"{key!r} in S3 bucket {bucket!r}"
+    where = f"{object_key!r} in S3 bucket {bucket!r}"
     if isinstance(exc, botocore.exceptions.ClientError):
         code = _error_code(exc)
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
@@ -688,7 +696,9 @@ def _storage_error(exc: Exception, *, action: str, bucket: str, key: str) -> Sto
             return ObjectNotFoundError(key)
         if code == "NoSuchBucket":
             # Not transient, so not "unavailable": the configuration names a bucket that is not there.
-            return ConfigurationError(f"S3 bucket {bucket!r} does not exist ({action} {key!r})")
+            return ConfigurationError(
+                f"S3 bucket {bucket!r} does not exist (tried to {action} {object_key!r})"
+            )
         if code in _FORBIDDEN or status == 403:
             return StoragePermissionError(f"S3 refused to {action} {where}: {code} {message}")
         if code in _UNAVAILABLE or status >= 500:
