@@ -504,6 +504,23 @@ def test_a_missing_bucket_is_a_configuration_error(s3: S3Server) -> None:
         list(backend.list())
 
 
+def test_stat_and_exists_in_a_missing_bucket_are_a_configuration_error(s3: S3Server) -> None:
+    # HEAD answers a bare 404 for a missing bucket as for a missing object.
+    backend = S3StorageBackend("granite-no-such-bucket", client=s3.client())
+    for operation in (backend.stat, backend.exists, lambda key: backend.open_range(key, 3, 3)):
+        with pytest.raises(ConfigurationError, match="'granite-no-such-bucket' does not exist") as raised:
+            operation("doc/a.bin")
+        assert isinstance(raised.value.__cause__, ClientError)
+
+
+def test_a_found_bucket_is_looked_up_once(s3: S3Server, calls: list[tuple[str, dict[str, Any]]]) -> None:
+    backend = recording_backend(s3, calls)
+    assert not backend.exists("doc/missing.bin")
+    with pytest.raises(ObjectNotFoundError):
+        backend.stat("doc/missing.bin")
+    assert operations(calls) == ["HeadObject", "HeadBucket", "HeadObject"]
+
+
 def test_a_missing_object_is_not_found_chained_to_botocore(s3: S3Server) -> None:
     backend = s3.backend()
     for operation in (backend.open, backend.stat, backend.get):

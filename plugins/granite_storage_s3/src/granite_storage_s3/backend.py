@@ -267,6 +267,7 @@ class S3StorageBackend(StorageBackend):
         self.max_concurrency = max_concurrency
         #: Whether SHA-256 checksums go with every upload.
         self.checksums = checksums
+        self._bucket_found = False
 
     def __repr__(self) -> str:
         return f"S3StorageBackend(bucket={self.bucket!r}, prefix={self.prefix!r})"
@@ -364,10 +365,20 @@ class S3StorageBackend(StorageBackend):
         return self._get(key, byte_range)
 
     def stat(self, key: str) -> ObjectInfo:
-        """Size and modification time from a ``HeadObject`` request."""
+        """Size and modification time from a ``HeadObject`` request.
+
+        S3 answers a ``HEAD`` in a missing bucket with the same bare 404 as for a missing object, so
+        on a 404 the bucket is looked up (``HeadBucket``, once per backend while it is found):
+        a missing bucket raises :class:`~granite_storage.ConfigurationError`, as every other
+        operation does, and ``exists`` raises it too rather than answering ``False``.
+        """
         object_key = self._object_key(key)
-        with _translated_errors("stat", self.bucket, object_key, key):
-            head = self.client.head_object(Bucket=self.bucket, Key=object_key)
+        try:
+            with _translated_errors("stat", self.bucket, object_key, key):
+                head = self.client.head_object(Bucket=self.bucket, Key=object_key)
+        except ObjectNotFoundError:
+            self._check_bucket(object_key)
+            raise
         return ObjectInfo(key, head["ContentLength"], _utc(head["LastModified"]))
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
@@ -415,6 +426,19 @@ class S3StorageBackend(StorageBackend):
         """The bucket key of ``key``: validated, then placed under the prefix."""
         validate_key(key)
         return f"{self.prefix}/{key}" if self.prefix else key
+
+    def _check_bucket(self, object_key: str) -> None:
+        """Raise :class:`~granite_storage.ConfigurationError` if the bucket does not exist."""
+        if self._bucket_found:
+            return
+        try:
+            with _translated_errors("look up the bucket for", self.bucket, object_key, object_key):
+                self.client.head_bucket(Bucket=self.bucket)
+        except ObjectNotFoundError as exc:
+            raise ConfigurationError(
+                f"S3 bucket {self.bucket!r} does not exist (tried to stat {object_key!r})"
+            ) from exc.__cause__
+        self._bucket_found = True  # buckets are not deleted under a running application, as a rule
 
     def _relative_key(self, object_key: str) -> str | None:
         """The backend key of a bucket key, or ``None`` if it lies outside the prefix or is unsafe."""
