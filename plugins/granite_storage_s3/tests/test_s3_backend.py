@@ -705,6 +705,26 @@ def test_the_backend_sees_only_its_prefix_of_the_bucket(s3: S3Server) -> None:
         client.delete_object(Bucket=s3.bucket, Key="production/docs/a.bin")
 
 
+def test_a_key_too_long_for_s3_under_the_prefix_is_refused_before_any_request(
+    moto_s3: S3Server, calls: list[tuple[str, dict[str, Any]]]
+) -> None:
+    backend = recording_backend(moto_s3, calls, prefix="p" * 100)
+    fits = "doc/" + "a" * (1024 - 101 - 4)
+    backend.put(fits, io.BytesIO(b"x"))
+    assert backend.get(fits) == b"x"
+    calls.clear()
+    for operation in (
+        lambda key: backend.put(key, io.BytesIO(b"x")),
+        backend.stat,
+        backend.open,
+        backend.delete,
+        lambda key: backend.url(key, expires_in=timedelta(minutes=1)),
+    ):
+        with pytest.raises(InvalidKeyError, match="longer than S3's 1024 bytes"):
+            operation(fits + "a")
+    assert calls == []
+
+
 @pytest.mark.parametrize("prefix", ["../up", "a/../b", "a//b", ".hidden", "a\\b"])
 def test_an_unsafe_backend_prefix_is_refused(moto_s3: S3Server, prefix: str) -> None:
     with pytest.raises(ConfigurationError, match="prefix"):

@@ -73,6 +73,7 @@ _MIB = 1024 * 1024
 MIN_PART_SIZE = 5 * _MIB
 _MAX_PART_SIZE = 5 * 1024 * _MIB
 _MAX_PARTS = 10_000
+_MAX_OBJECT_KEY = 1024  # bytes of UTF-8, the prefix included
 #: The default part size, 8 MiB (as in boto3), which fits objects up to 78 GiB in S3's 10,000 parts.
 DEFAULT_PART_SIZE = 8 * _MIB
 #: How many parts are uploaded at once by default.
@@ -423,9 +424,14 @@ class S3StorageBackend(StorageBackend):
     # -- helpers -------------------------------------------------------------------------------------
 
     def _object_key(self, key: str) -> str:
-        """The bucket key of ``key``: validated, then placed under the prefix."""
+        """The bucket key of ``key``: validated, placed under the prefix, at most 1024 bytes long."""
         validate_key(key)
-        return f"{self.prefix}/{key}" if self.prefix else key
+        object_key = f"{self.prefix}/{key}" if self.prefix else key
+        if len(object_key.encode("utf-8", "surrogatepass")) > _MAX_OBJECT_KEY:
+            raise InvalidKeyError(
+                key, f"under the prefix {self.prefix!r} it is longer than S3's {_MAX_OBJECT_KEY} bytes"
+            )
+        return object_key
 
     def _check_bucket(self, object_key: str) -> None:
         """Raise :class:`~granite_storage.ConfigurationError` if the bucket does not exist."""
