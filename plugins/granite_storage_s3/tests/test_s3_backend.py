@@ -421,6 +421,25 @@ def test_a_range_read_asks_the_server_for_that_range_only(
     ]
 
 
+def test_a_range_the_server_ignores_is_cut_from_the_whole_object(s3: S3Server) -> None:
+    backend = s3.backend()
+    content = os.urandom(3000)
+    backend.put("doc/r.bin", io.BytesIO(content))
+
+    def drop_range(request: Any, **_: Any) -> None:
+        if "Range" in request.headers:
+            del request.headers["Range"]
+
+    backend.client.meta.events.register("before-sign.s3.GetObject", drop_range)
+    ignored = backend.client.get_object(
+        Bucket=s3.bucket, Key=f"{backend.prefix}/doc/r.bin", Range="bytes=1-2"
+    )
+    assert "ContentRange" not in ignored and ignored["Body"].read() == content  # the server sends it all
+    for start, end in [(16, 32), (1000, None), (5, 5000), (2999, 3000), (3000, None), (4000, None)]:
+        with backend.open_range("doc/r.bin", start, end) as stream:
+            assert stream.read() == content[start:end], (start, end)
+
+
 def test_open_streams_and_closes_the_connection(s3: S3Server) -> None:
     backend = s3.backend()
     content = os.urandom(3 * MIB)

@@ -47,7 +47,7 @@ from granite_storage.backend import check_range
 from granite_storage.headers import content_disposition, encode_filename
 from granite_storage.keys import validate_key
 from granite_storage.policy import parse_size
-from granite_storage.streams import DEFAULT_CHUNK_SIZE
+from granite_storage.streams import DEFAULT_CHUNK_SIZE, BoundedReader
 
 if TYPE_CHECKING:
     from _typeshed import WriteableBuffer
@@ -352,18 +352,22 @@ class S3StorageBackend(StorageBackend):
 
     def open(self, key: str) -> BinaryIO:
         """Stream the object from S3 (a ``GetObject`` read as it is consumed)."""
-        return self._get(key, None)
+        return self._get(key, 0, None)
 
     def open_range(self, key: str, start: int, end: int | None = None) -> BinaryIO:
-        """Stream the bytes ``[start:end]`` with an HTTP ``Range`` request."""
+        """Stream the bytes ``[start:end]`` with an HTTP ``Range`` request.
+
+        A server that ignores the ``Range`` and sends the whole object (a 200 without
+        ``Content-Range``) is still read correctly: the bytes before ``start`` are read and
+        dropped, and reading stops at ``end``.
+        """
         check_range(start, end)
         if start == 0 and end is None:
             return self.open(key)
         if end == start:
             self.stat(key)  # raises for a missing object; an empty range needs no download
             return io.BytesIO()
-        byte_range = f"bytes={start}-" if end is None else f"bytes={start}-{end - 1}"
-        return self._get(key, byte_range)
+        return self._get(key, start, end)
 
     def stat(self, key: str) -> ObjectInfo:
         """Size and modification time from a ``HeadObject`` request.
@@ -473,19 +477,29 @@ class S3StorageBackend(StorageBackend):
                     if key is not None:
                         yield ObjectInfo(key, item.get("Size", 0), _utc(item["LastModified"]))
 
-    def _get(self, key: str, byte_range: str | None) -> BinaryIO:
+    def _get(self, key: str, start: int, end: int | None) -> BinaryIO:
+        """The object's bytes ``[start:end]`` as a stream (a ``Range`` request unless it is all)."""
         object_key = self._object_key(key)
+        ranged = start > 0 or end is not None
+        arguments: dict[str, Any] = {}
+        if ranged:
+            arguments["Range"] = f"bytes={start}-" if end is None else f"bytes={start}-{end - 1}"
         try:
             with _translated_errors("read", self.bucket, object_key, key):
-                if byte_range is None:
-                    response = self.client.get_object(Bucket=self.bucket, Key=object_key)
-                else:
-                    response = self.client.get_object(Bucket=self.bucket, Key=object_key, Range=byte_range)
+                response = self.client.get_object(Bucket=self.bucket, Key=object_key, **arguments)
         except StorageError as exc:
-            if byte_range and _error_code(exc.__cause__) == "InvalidRange":
+            if ranged and _error_code(exc.__cause__) == "InvalidRange":
                 return io.BytesIO()  # the range starts at or past the end: nothing to read
             raise
-        raw = _ObjectReader(response["Body"], self.bucket, object_key, key)
+        raw: io.RawIOBase = _ObjectReader(response["Body"], self.bucket, object_key, key)
+        if ranged and "ContentRange" not in response:
+            # The server ignored the Range and sends the whole object: skip to start, stop at end.
+            try:
+                _skip(raw, start)
+            except BaseException:
+                raw.close()
+                raise
+            raw = BoundedReader(raw, None if end is None else end - start)
         return cast(BinaryIO, io.BufferedReader(raw, buffer_size=64 * 1024))
 
     def _object_arguments(self, content_type: str | None, original_filename: str | None) -> dict[str, Any]:
@@ -690,6 +704,15 @@ def _count(name: str, value: object, default: int, limit: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= limit:
         raise ValueError(f"{name} must be an integer from 1 to {limit}, got {value!r}")
     return value
+
+
+def _skip(stream: io.RawIOBase, count: int) -> None:
+    """Read and drop the first ``count`` bytes of ``stream`` (fewer if it ends first)."""
+    while count > 0:
+        chunk = stream.read(min(count, DEFAULT_CHUNK_SIZE))
+        if not chunk:
+            return
+        count -= len(chunk)
 
 
 def _utc(moment: datetime) -> datetime:
