@@ -434,7 +434,8 @@ def test_a_range_the_server_ignores_is_cut_from_the_whole_object(s3: S3Server) -
     ignored = backend.client.get_object(
         Bucket=s3.bucket, Key=f"{backend.prefix}/doc/r.bin", Range="bytes=1-2"
     )
-    assert "ContentRange" not in ignored and ignored["Body"].read() == content  # the server sends it all
+    assert "ContentRange" not in ignored  # the server sends it all
+    assert ignored["Body"].read() == content
     for start, end in [(16, 32), (1000, None), (5, 5000), (2999, 3000), (3000, None), (4000, None)]:
         with backend.open_range("doc/r.bin", start, end) as stream:
             assert stream.read() == content[start:end], (start, end)
