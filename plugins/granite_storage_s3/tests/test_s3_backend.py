@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import io
 import os
 import secrets
@@ -15,7 +16,7 @@ import urllib.request
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import pytest
 from botocore.config import Config
@@ -504,6 +505,26 @@ def test_a_presigned_url_cannot_be_pointed_at_another_object(real_s3: S3Server) 
         urllib.request.urlopen(url.replace(ref.location, other.location), timeout=10)
     assert raised.value.code == 403
     raised.value.close()
+
+
+def test_a_presigned_url_leaves_out_an_invalid_stored_content_type(s3: S3Server) -> None:
+    manager = manager_on(s3.backend())
+    ref = store(manager, io.BytesIO(b"plain"), filename="a.txt")
+    edited = dataclasses.replace(ref, content_type="text/plain\r\nSet-Cookie: x=1")
+    query = parse_qs(urlsplit(manager.url(edited)).query)
+    assert "response-content-type" not in query
+    assert parse_qs(urlsplit(manager.url(ref)).query)["response-content-type"] == ["text/plain"]
+
+
+def test_a_presigned_url_offers_a_very_long_filename_cut(real_s3: S3Server) -> None:
+    manager = manager_on(real_s3.backend())
+    ref = store(manager, io.BytesIO(b"long"), filename="é" * 3000 + ".pdf")
+    url = manager.url(ref)
+    assert len(url) < 4 * 1024
+    with urllib.request.urlopen(url, timeout=10) as response:
+        assert response.read() == b"long"
+        disposition = response.headers["Content-Disposition"]
+    assert unquote(disposition.split("filename*=UTF-8''")[1]).endswith("éé.pdf")
 
 
 @pytest.mark.parametrize("expires_in", [timedelta(milliseconds=500), timedelta(days=7, seconds=1)])

@@ -44,7 +44,7 @@ from granite_storage import (
     StoragePermissionError,
 )
 from granite_storage.backend import check_range
-from granite_storage.headers import content_disposition, encode_filename
+from granite_storage.headers import content_disposition, encode_filename, shorten_filename
 from granite_storage.keys import validate_key
 from granite_storage.policy import parse_size
 from granite_storage.streams import DEFAULT_CHUNK_SIZE, BoundedReader
@@ -87,8 +87,6 @@ DEFAULT_MAX_ATTEMPTS = 3
 _MAX_ATTEMPTS_LIMIT = 10
 #: The longest a presigned URL can live (AWS Signature Version 4 allows seven days).
 MAX_URL_EXPIRY = timedelta(days=7)
-# The original filename goes into user metadata percent-encoded; S3 allows 2 KiB of it in all.
-_MAX_METADATA_FILENAME = 1024
 
 # Spelt here: inside the class, `list` is the backend's own method.
 _Parts = list[bytearray]
@@ -507,7 +505,7 @@ class S3StorageBackend(StorageBackend):
         if content_type:
             arguments["ContentType"] = content_type
         if original_filename:
-            name = _shorten_filename(original_filename)
+            name = shorten_filename(original_filename)
             arguments["ContentDisposition"] = content_disposition(name)
             arguments["Metadata"] = {"original-filename": encode_filename(name)}
         if self.checksums:
@@ -670,22 +668,6 @@ class _PartReader:
             self._excess = memoryview(bytes(data))
         taken, self._excess = self._excess[:limit], self._excess[limit:]
         return taken
-
-
-def _shorten_filename(name: str) -> str:
-    """``name``, cut so that its percent-encoded form fits in the object's metadata (its extension kept)."""
-    if len(encode_filename(name)) <= _MAX_METADATA_FILENAME:
-        return name
-    stem, dot, extension = name.rpartition(".")
-    tail = dot + extension if dot and len(extension) <= 16 else ""
-    budget = _MAX_METADATA_FILENAME - len(encode_filename(tail))
-    kept = []
-    for char in stem if tail else name:
-        budget -= len(encode_filename(char))
-        if budget < 0:
-            break
-        kept.append(char)
-    return "".join(kept) + tail
 
 
 def _seconds(name: str, value: object, default: float) -> float:
