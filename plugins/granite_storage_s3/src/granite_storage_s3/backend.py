@@ -14,7 +14,8 @@ minimum, which S3 refuses at completion. The pipeline here is small: parts of ex
 bytes (only the last may be shorter), and at most ``max_concurrency`` of them held at once, the one
 being read included, so memory is bounded by ``part_size * max(max_concurrency, 2)``; a stream that
 ends within its first part goes up as one ``PutObject``; any failure aborts the multipart upload.
-Retries are botocore's (``retries={"mode": "standard"}`` on the clients this backend builds).
+Retries are botocore's (``standard`` mode on the clients this backend builds, which also get bounded
+connect and read timeouts, so a stalled endpoint fails the operation rather than hanging it).
 """
 
 from __future__ import annotations
@@ -286,9 +287,11 @@ class S3StorageBackend(StorageBackend):
         The object appears at its key only once the upload completes. If reading the stream fails
         (the size limit passed, the client gone) or S3 refuses a part, the multipart upload is
         aborted, so neither an object nor stored parts are left, and the error is raised.
-        ``content_type`` becomes the object's ``Content-Type``; ``original_filename`` goes into
-        its ``Content-Disposition`` and, percent-encoded (S3 metadata is ASCII), into the user
-        metadata ``original-filename``.
+        A stream whose ``read`` returns ``None`` (non-blocking, nothing ready) raises
+        :class:`io.UnsupportedOperation` and aborts likewise. ``content_type`` becomes the object's
+        ``Content-Type``; ``original_filename``, cut to 1 KiB percent-encoded
+        (:func:`~granite_storage.headers.shorten_filename`), goes into its ``Content-Disposition``
+        and, percent-encoded (S3 metadata is ASCII), into the user metadata ``original-filename``.
         """
         object_key = self._object_key(key)
         arguments = self._object_arguments(content_type, original_filename)
