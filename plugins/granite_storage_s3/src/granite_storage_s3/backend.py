@@ -141,7 +141,8 @@ class S3StorageBackend(StorageBackend):
             at least 5 MiB. Content that ends within the first part is stored with a single PUT.
         max_concurrency: Parts held at once: up to this many are uploaded in parallel while none
             is being read, one fewer while the next is read. Memory used by one upload is at most
-            ``part_size * max(max_concurrency, 2)``, whatever the object's size.
+            ``part_size * max(max_concurrency, 2)``, whatever the object's size, and one 1 MiB
+            chunk more for a moment as each part's buffer is allocated.
         connect_timeout: Seconds the built client waits to connect (default 5).
         read_timeout: Seconds the built client waits for the server's bytes (default 30). It bounds
             each wait on the socket, not a whole request: a part of any size may take longer to
