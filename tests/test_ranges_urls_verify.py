@@ -17,7 +17,12 @@ from granite_storage import (
     StoredObjectRef,
     UnsupportedOperationError,
 )
-from granite_storage.headers import content_disposition, encode_filename
+from granite_storage.headers import (
+    MAX_ENCODED_FILENAME,
+    content_disposition,
+    encode_filename,
+    shorten_filename,
+)
 from granite_storage.streams import BoundedReader
 
 
@@ -98,6 +103,22 @@ def test_an_encoded_filename_is_ascii_and_decodes_back() -> None:
     encoded = encode_filename(name)
     assert encoded.isascii()
     assert unquote(encoded) == name
+
+
+def test_a_very_long_filename_is_offered_cut_with_its_extension() -> None:
+    value = content_disposition("dir/" + "é" * 3000 + ".pdf")
+    encoded = value.split("filename*=UTF-8''")[1]
+    assert len(encoded) <= MAX_ENCODED_FILENAME
+    assert unquote(encoded).endswith("éé.pdf")
+    assert len(value) < 2 * MAX_ENCODED_FILENAME + 100
+
+
+@pytest.mark.parametrize("filename", ["a.txt", "é" * 3000 + ".pdf", "x" * 5000, "a." + "b" * 2000])
+def test_shortening_a_filename_fits_it_and_is_stable(filename: str) -> None:
+    short = shorten_filename(filename)
+    assert len(encode_filename(short)) <= MAX_ENCODED_FILENAME
+    assert shorten_filename(short) == short
+    assert filename.startswith(short) or short.endswith(".pdf")
 
 
 def test_url_refuses_a_non_positive_expiry(manager: StorageManager) -> None:

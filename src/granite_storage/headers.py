@@ -7,7 +7,11 @@ import unicodedata
 from typing import Literal
 from urllib.parse import quote
 
-__all__ = ["content_disposition", "encode_filename"]
+__all__ = ["MAX_ENCODED_FILENAME", "content_disposition", "encode_filename", "shorten_filename"]
+
+#: The longest filename, percent-encoded, that :func:`shorten_filename` leaves (1 KiB): it fits S3's
+#: 2 KiB of object metadata, and keeps a ``Content-Disposition`` header or a presigned URL bounded.
+MAX_ENCODED_FILENAME = 1024
 
 # What may stand inside the quoted ASCII fallback: printable ASCII less the quote and the backslash.
 _UNQUOTABLE = re.compile(r'[^\x20-\x7e]|["\\]')
@@ -23,7 +27,8 @@ def content_disposition(
     Unicode name) and as a plain ``filename="..."`` fallback for old clients, in which characters that
     cannot stand in a quoted ASCII string are replaced by ``_``. Only the last path component of
     ``filename`` is used, and control characters (CR and LF included) are dropped, so no filename can
-    inject a header or a path. Without a usable filename the value is just the disposition.
+    inject a header or a path; a very long name is cut by :func:`shorten_filename`, so the value stays
+    under about 2 KiB. Without a usable filename the value is just the disposition.
 
     >>> content_disposition("Résumé 2024.pdf")
     'attachment; filename="Resume 2024.pdf"; filename*=UTF-8\'\'R%C3%A9sum%C3%A9%202024.pdf'
@@ -33,6 +38,7 @@ def content_disposition(
     name = _CONTROL.sub("", re.split(r"[/\\]", filename or "")[-1]).strip()
     if not name or name in (".", ".."):
         return disposition
+    name = shorten_filename(name)
     fallback = _ascii_fallback(name)
     return f"{disposition}; filename=\"{fallback}\"; filename*=UTF-8''{encode_filename(name)}"
 
@@ -44,6 +50,26 @@ def encode_filename(filename: str) -> str:
     into ``filename``.
     """
     return quote(filename, safe="!#$&+^`|~-._", encoding="utf-8", errors="surrogatepass")
+
+
+def shorten_filename(filename: str) -> str:
+    """``filename``, cut so that :func:`encode_filename` of it is at most :data:`MAX_ENCODED_FILENAME`.
+
+    Characters are dropped from the end of the name's stem, so an extension of up to 16 characters
+    (``.pdf``) is kept; a name that fits is returned as it is.
+    """
+    if len(encode_filename(filename)) <= MAX_ENCODED_FILENAME:
+        return filename
+    stem, dot, extension = filename.rpartition(".")
+    tail = dot + extension if dot and len(extension) <= 16 else ""
+    budget = MAX_ENCODED_FILENAME - len(encode_filename(tail))
+    kept = []
+    for char in stem if tail else filename:
+        budget -= len(encode_filename(char))
+        if budget < 0:
+            break
+        kept.append(char)
+    return "".join(kept) + tail
 
 
 def _ascii_fallback(name: str) -> str:

@@ -249,9 +249,11 @@ class StorageManager:
     ) -> str:
         """A URL that downloads the referenced object until ``expires_in`` has passed (a presigned URL).
 
-        The download is served with the reference's content type and a ``Content-Disposition`` that
-        offers ``filename`` (by default the reference's original filename; ``""`` offers none),
-        encoded for any Unicode name (see :func:`granite_storage.headers.content_disposition`).
+        The download is served with the reference's content type (left out if it is not a valid
+        content type: a reference is data, perhaps edited, and the type goes into a signed header)
+        and a ``Content-Disposition`` that offers ``filename`` (by default the reference's original
+        filename; ``""`` offers none), encoded for any Unicode name and cut to a bounded length
+        (see :func:`granite_storage.headers.content_disposition`).
         Anyone holding the URL can download the object until it expires: hand it only to whoever
         may read the object.
 
@@ -264,10 +266,15 @@ class StorageManager:
             raise ValueError(f"expires_in must be a positive timedelta, got {expires_in!r}")
         backend, key = self._locate(ref)
         name = ref.original_filename if filename is None else filename
+        try:
+            content_type = _content_type(ref.content_type, None)
+        except InvalidMetadataError:  # a reference edited in the database: not signed into a URL
+            logger.warning("not serving the invalid content type %r of %r", ref.content_type, ref.location)
+            content_type = None
         return backend.url(
             key,
             expires_in=expires_in,
-            content_type=ref.content_type,
+            content_type=content_type,
             content_disposition=content_disposition(name, disposition=disposition),
         )
 

@@ -3,20 +3,24 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import io
 import os
+import secrets
+import socket
 import threading
 import time
+import tracemalloc
 import urllib.error
 import urllib.request
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import pytest
 from botocore.config import Config
-from botocore.exceptions import ClientError, EndpointConnectionError
+from botocore.exceptions import ClientError, EndpointConnectionError, ReadTimeoutError
 
 from granite_storage import (
     BackendUnavailableError,
@@ -56,6 +60,64 @@ class ShortReads(io.RawIOBase):
         buffer[:count] = b"z" * count
         self.remaining -= count
         return count
+
+
+class RepeatingBlock:
+    """A non-seekable stream of ``size`` bytes of unknown length, read at most 1 MiB at a time."""
+
+    BLOCK = os.urandom(MIB)
+
+    def __init__(self, size: int) -> None:
+        self.remaining = size
+
+    def read(self, size: int = -1, /) -> bytes:
+        count = min(size, self.remaining, MIB)
+        self.remaining -= count
+        return self.BLOCK if count == MIB else self.BLOCK[:count]
+
+
+class OverlongReads:
+    """A stream of ``content`` that returns up to 1000 bytes more than each ``read(n)`` asks for."""
+
+    def __init__(self, content: bytes) -> None:
+        self.content = content
+        self.position = 0
+
+    def read(self, size: int = -1, /) -> bytes:
+        end = len(self.content) if size < 0 else self.position + size + 1000
+        chunk = self.content[self.position : end]
+        self.position += len(chunk)
+        return chunk
+
+
+class NothingReadyYet:
+    """A non-blocking stream: ``good_bytes`` of content, then ``None`` (no data ready) for ever."""
+
+    def __init__(self, good_bytes: int) -> None:
+        self.remaining = good_bytes
+
+    def read(self, size: int = -1, /) -> bytes | None:
+        count = min(size, self.remaining, 65_536)
+        self.remaining -= count
+        return b"n" * count if count else None
+
+
+def traced_peak(action: Any) -> int:
+    """The peak of the memory Python allocates (in any thread) while ``action()`` runs, in bytes."""
+    tracemalloc.start()
+    try:
+        action()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def built_backend(s3: S3Server, monkeypatch: pytest.MonkeyPatch, **options: Any) -> S3StorageBackend:
+    """A backend on ``s3`` that builds its own client, with credentials from the environment."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3.access_key)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3.secret_key)
+    options.setdefault("prefix", f"test-{secrets.token_hex(6)}")
+    return S3StorageBackend(s3.bucket, endpoint_url=s3.endpoint_url, region_name=s3.region, **options)
 
 
 def manager_on(backend: S3StorageBackend, max_size: int | None = None) -> StorageManager:
@@ -138,6 +200,49 @@ def test_content_of_exactly_one_part_goes_up_in_one_put(
     ref = store(manager_on(backend), ShortReads(MIN_PART_SIZE))
     assert operations(calls) == ["PutObject"]
     assert backend.stat(ref.location).size == MIN_PART_SIZE
+
+
+@pytest.mark.parametrize("max_concurrency", [1, 2, 4])
+def test_an_upload_holds_at_most_max_concurrency_parts(real_s3: S3Server, max_concurrency: int) -> None:
+    # On the real server: moto, in this process, would keep every stored part in traced memory.
+    part_size = 16 * MIB
+    backend = real_s3.backend(part_size=part_size, max_concurrency=max_concurrency)
+    backend.put("doc/warm.bin", RepeatingBlock(2 * part_size + 1))  # botocore loads what it needs
+    peak = traced_peak(lambda: backend.put("doc/big.bin", RepeatingBlock(12 * part_size)))
+    assert peak <= max(max_concurrency, 2) * part_size + 2 * MIB, peak / MIB
+    assert backend.stat("doc/big.bin").size == 12 * part_size
+
+
+def test_reads_longer_than_asked_for_are_carried_into_the_next_part(
+    s3: S3Server, calls: list[tuple[str, dict[str, Any]]]
+) -> None:
+    backend = recording_backend(s3, calls, part_size=MIN_PART_SIZE)
+    content = os.urandom(2 * MIN_PART_SIZE + 123)
+    backend.put("doc/long-reads.bin", OverlongReads(content))
+    parts = sorted(
+        (params["PartNumber"], len(params["Body"])) for name, params in calls if name == "UploadPart"
+    )
+    assert parts == [(1, MIN_PART_SIZE), (2, MIN_PART_SIZE), (3, 123)]
+    assert backend.get("doc/long-reads.bin") == content
+
+
+@pytest.mark.parametrize("good_bytes", [100, 2 * MIN_PART_SIZE + 100])
+def test_a_non_blocking_stream_with_nothing_ready_is_refused_not_truncated(
+    s3: S3Server, good_bytes: int
+) -> None:
+    backend = s3.backend(part_size=MIN_PART_SIZE)
+    with pytest.raises(io.UnsupportedOperation, match="blocking stream"):
+        backend.put("doc/partial.bin", NothingReadyYet(good_bytes))  # type: ignore[arg-type]
+    assert list(backend.list()) == []
+    assert in_progress_uploads(s3) == []
+
+
+def test_a_small_upload_allocates_what_it_holds_not_a_whole_part(s3: S3Server) -> None:
+    backend = s3.backend()  # 8 MiB parts
+    backend.put("doc/warm.bin", io.BytesIO(b"warm"))  # botocore loads what it needs
+    peak = traced_peak(lambda: backend.put("doc/small.bin", io.BytesIO(b"s" * 100)))
+    assert peak < backend.part_size // 8, peak
+    assert backend.get("doc/small.bin") == b"s" * 100
 
 
 def test_passing_max_size_mid_stream_aborts_the_multipart_upload(
@@ -231,6 +336,61 @@ def test_every_part_carries_a_sha256_checksum(s3: S3Server, calls: list[tuple[st
     assert all("ChecksumSHA256" in part for part in completed[0]["MultipartUpload"]["Parts"])
 
 
+def sent_checksums(backend: S3StorageBackend) -> list[tuple[str, set[str]]]:
+    """For every request the backend's client sends: its method and the checksums it carries.
+
+    A checksum goes in a header (``x-amz-checksum-sha256``) or, for a streamed body over HTTPS, in a
+    trailer that ``x-amz-trailer`` announces; ``x-amz-sdk-checksum-algorithm`` names the algorithm.
+    """
+    sent: list[tuple[str, set[str]]] = []
+
+    def record(request: Any, **_: Any) -> None:
+        names = {name.lower() for name in request.headers if name.lower().startswith("x-amz-checksum-")}
+        names.update(request.headers.get("x-amz-trailer", b"").decode().lower().split(","))
+        names.update(
+            f"algorithm:{value.decode()}"
+            for value in [request.headers.get("x-amz-sdk-checksum-algorithm")]
+            if value
+        )
+        sent.append((request.method, names - {""}))
+
+    backend.client.meta.events.register("before-send.s3.*", record)
+    return sent
+
+
+def test_a_built_client_sends_no_checksum_when_checksums_are_off(
+    real_s3: S3Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # On the real server only: botocore then sends the part's bytearray as it is, which moto's
+    # request parsing (werkzeug) takes for form data and fails on.
+    backend = built_backend(real_s3, monkeypatch, checksums=False, part_size=MIN_PART_SIZE)
+    sent = sent_checksums(backend)
+    backend.put("doc/small.bin", io.BytesIO(b"small"))
+    backend.put("doc/large.bin", ShortReads(MIN_PART_SIZE + 1))
+    assert [method for method, _ in sent] == ["PUT", "POST", "PUT", "PUT", "POST"]
+    assert [names for _, names in sent] == [set()] * 5
+    assert backend.get("doc/large.bin") == b"z" * (MIN_PART_SIZE + 1)
+
+
+def test_a_built_client_sends_sha256_checksums_when_checksums_are_on(
+    s3: S3Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    backend = built_backend(s3, monkeypatch, part_size=MIN_PART_SIZE)
+    sent = sent_checksums(backend)
+    backend.put("doc/small.bin", io.BytesIO(b"small"))
+    backend.put("doc/large.bin", ShortReads(MIN_PART_SIZE + 1))
+    uploads = [names for method, names in sent if method == "PUT"]
+    assert len(uploads) == 3
+    assert all("x-amz-checksum-sha256" in names for names in uploads), sent
+    assert not any("x-amz-checksum-crc32" in names for _, names in sent), sent
+
+
+@pytest.mark.parametrize("checksums", ["false", 0, None])
+def test_checksums_must_be_a_bool(checksums: object) -> None:
+    with pytest.raises(ValueError, match="checksums"):
+        S3StorageBackend("bucket", region_name="us-east-1", checksums=checksums)  # type: ignore[arg-type]
+
+
 def test_checksums_can_be_turned_off(s3: S3Server, calls: list[tuple[str, dict[str, Any]]]) -> None:
     backend = recording_backend(s3, calls, checksums=False)
     backend.put("doc/plain.bin", io.BytesIO(b"plain"))
@@ -260,6 +420,26 @@ def test_a_range_read_asks_the_server_for_that_range_only(
     assert calls == [
         ("GetObject", {"Bucket": s3.bucket, "Key": f"{backend.prefix}/doc/r.bin", "Range": "bytes=16-31"})
     ]
+
+
+def test_a_range_the_server_ignores_is_cut_from_the_whole_object(s3: S3Server) -> None:
+    backend = s3.backend()
+    content = os.urandom(3000)
+    backend.put("doc/r.bin", io.BytesIO(content))
+
+    def drop_range(request: Any, **_: Any) -> None:
+        if "Range" in request.headers:
+            del request.headers["Range"]
+
+    backend.client.meta.events.register("before-sign.s3.GetObject", drop_range)
+    ignored = backend.client.get_object(
+        Bucket=s3.bucket, Key=f"{backend.prefix}/doc/r.bin", Range="bytes=1-2"
+    )
+    assert "ContentRange" not in ignored  # the server sends it all
+    assert ignored["Body"].read() == content
+    for start, end in [(16, 32), (1000, None), (5, 5000), (2999, 3000), (3000, None), (4000, None)]:
+        with backend.open_range("doc/r.bin", start, end) as stream:
+            assert stream.read() == content[start:end], (start, end)
 
 
 def test_open_streams_and_closes_the_connection(s3: S3Server) -> None:
@@ -327,6 +507,26 @@ def test_a_presigned_url_cannot_be_pointed_at_another_object(real_s3: S3Server) 
     raised.value.close()
 
 
+def test_a_presigned_url_leaves_out_an_invalid_stored_content_type(s3: S3Server) -> None:
+    manager = manager_on(s3.backend())
+    ref = store(manager, io.BytesIO(b"plain"), filename="a.txt")
+    edited = dataclasses.replace(ref, content_type="text/plain\r\nSet-Cookie: x=1")
+    query = parse_qs(urlsplit(manager.url(edited)).query)
+    assert "response-content-type" not in query
+    assert parse_qs(urlsplit(manager.url(ref)).query)["response-content-type"] == ["text/plain"]
+
+
+def test_a_presigned_url_offers_a_very_long_filename_cut(real_s3: S3Server) -> None:
+    manager = manager_on(real_s3.backend())
+    ref = store(manager, io.BytesIO(b"long"), filename="é" * 3000 + ".pdf")
+    url = manager.url(ref)
+    assert len(url) < 4 * 1024
+    with urllib.request.urlopen(url, timeout=10) as response:
+        assert response.read() == b"long"
+        disposition = response.headers["Content-Disposition"]
+    assert unquote(disposition.split("filename*=UTF-8''")[1]).endswith("éé.pdf")
+
+
 @pytest.mark.parametrize("expires_in", [timedelta(milliseconds=500), timedelta(days=7, seconds=1)])
 def test_url_expiry_must_fit_what_s3_signs(moto_s3: S3Server, expires_in: timedelta) -> None:
     with pytest.raises(ValueError, match="expires_in"):
@@ -345,11 +545,29 @@ def test_a_missing_bucket_is_a_configuration_error(s3: S3Server) -> None:
         list(backend.list())
 
 
+def test_stat_and_exists_in_a_missing_bucket_are_a_configuration_error(s3: S3Server) -> None:
+    # HEAD answers a bare 404 for a missing bucket as for a missing object.
+    backend = S3StorageBackend("granite-no-such-bucket", client=s3.client())
+    for operation in (backend.stat, backend.exists, lambda key: backend.open_range(key, 3, 3)):
+        with pytest.raises(ConfigurationError, match="'granite-no-such-bucket' does not exist") as raised:
+            operation("doc/a.bin")
+        assert isinstance(raised.value.__cause__, ClientError)
+
+
+def test_a_found_bucket_is_looked_up_once(s3: S3Server, calls: list[tuple[str, dict[str, Any]]]) -> None:
+    backend = recording_backend(s3, calls)
+    assert not backend.exists("doc/missing.bin")
+    with pytest.raises(ObjectNotFoundError):
+        backend.stat("doc/missing.bin")
+    assert operations(calls) == ["HeadObject", "HeadBucket", "HeadObject"]
+
+
 def test_a_missing_object_is_not_found_chained_to_botocore(s3: S3Server) -> None:
     backend = s3.backend()
     for operation in (backend.open, backend.stat, backend.get):
         with pytest.raises(ObjectNotFoundError) as raised:
             operation("doc/missing.bin")
+        assert raised.value.key == "doc/missing.bin"
         assert isinstance(raised.value, FileNotFoundError)
         assert isinstance(raised.value.__cause__, ClientError)
 
@@ -386,6 +604,41 @@ def test_an_unreachable_endpoint_is_unavailable(monkeypatch: pytest.MonkeyPatch)
         backend.stat("a/b")
     assert isinstance(raised.value, ConnectionError)
     assert isinstance(raised.value.__cause__, EndpointConnectionError)
+
+
+@pytest.mark.parametrize("max_attempts", [1, 2])
+def test_a_stalled_endpoint_is_given_up_on_after_the_read_timeout(
+    monkeypatch: pytest.MonkeyPatch, max_attempts: int
+) -> None:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "k")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "s")
+    with socket.socket() as listener:
+        # Connections complete in the listen backlog, but nothing ever reads or answers them.
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)
+        backend = S3StorageBackend(
+            "bucket",
+            endpoint_url=f"http://127.0.0.1:{listener.getsockname()[1]}",
+            region_name="us-east-1",
+            connect_timeout=0.5,
+            read_timeout=0.5,
+            max_attempts=max_attempts,
+        )
+        started = time.monotonic()
+        with pytest.raises(BackendUnavailableError) as raised:
+            backend.stat("a/b")
+        elapsed = time.monotonic() - started
+    assert isinstance(raised.value.__cause__, ReadTimeoutError)
+    assert max_attempts * 0.5 <= elapsed < 10
+
+
+def test_a_built_client_has_bounded_timeouts_and_retries_by_default(moto_s3: S3Server) -> None:
+    config: Any = S3StorageBackend(
+        moto_s3.bucket, region_name="us-east-1", max_concurrency=16
+    ).client.meta.config
+    assert (config.connect_timeout, config.read_timeout) == (5, 30)
+    assert config.retries == {"mode": "standard", "total_max_attempts": 3}
+    assert config.max_pool_connections == 18
 
 
 def test_missing_credentials_are_a_configuration_error(
@@ -450,6 +703,7 @@ def test_server_errors_map_to_the_most_specific_error(
     try:
         backend = S3StorageBackend(
             "bucket",
+            prefix="tenant",
             client=SESSION.client(
                 "s3",
                 endpoint_url=f"http://127.0.0.1:{server.server_address[1]}",
@@ -461,8 +715,8 @@ def test_server_errors_map_to_the_most_specific_error(
             backend.put("a/b.bin", io.BytesIO(b"x"))
         assert type(raised.value) is error
         assert isinstance(raised.value.__cause__, ClientError)
-        assert "'a/b.bin'" in str(raised.value)
-        assert "'bucket'" in str(raised.value)
+        # The key as it is in the bucket, prefix included: what an operator looks for.
+        assert "'tenant/a/b.bin' in S3 bucket 'bucket'" in str(raised.value)
     finally:
         server.shutdown()
         server.server_close()
@@ -490,6 +744,26 @@ def test_the_backend_sees_only_its_prefix_of_the_bucket(s3: S3Server) -> None:
         for key in outside:
             client.delete_object(Bucket=s3.bucket, Key=key)
         client.delete_object(Bucket=s3.bucket, Key="production/docs/a.bin")
+
+
+def test_a_key_too_long_for_s3_under_the_prefix_is_refused_before_any_request(
+    moto_s3: S3Server, calls: list[tuple[str, dict[str, Any]]]
+) -> None:
+    backend = recording_backend(moto_s3, calls, prefix="p" * 100)
+    fits = "doc/" + "a" * (1024 - 101 - 4)
+    backend.put(fits, io.BytesIO(b"x"))
+    assert backend.get(fits) == b"x"
+    calls.clear()
+    for operation in (
+        lambda key: backend.put(key, io.BytesIO(b"x")),
+        backend.stat,
+        backend.open,
+        backend.delete,
+        lambda key: backend.url(key, expires_in=timedelta(minutes=1)),
+    ):
+        with pytest.raises(InvalidKeyError, match="longer than S3's 1024 bytes"):
+            operation(fits + "a")
+    assert calls == []
 
 
 @pytest.mark.parametrize("prefix", ["../up", "a/../b", "a//b", ".hidden", "a\\b"])
@@ -541,6 +815,11 @@ def test_a_manager_from_config_stores_on_the_real_server(
                     "addressing_style": "path",
                     "part_size": "16MB",
                     "max_concurrency": 2,
+                    "connect_timeout": 2,
+                    "read_timeout": 20.5,
+                    "max_attempts": 2,
+                    "max_pool_connections": 4,
+                    "checksums": False,
                 }
             },
             "policies": {"files": {"backend": "files", "max_size": "1MB"}},
@@ -548,11 +827,20 @@ def test_a_manager_from_config_stores_on_the_real_server(
     )
     backend = manager.backend("files")
     assert isinstance(backend, S3StorageBackend)
-    assert (backend.part_size, backend.max_concurrency) == (16 * MIB, 2)
+    assert (backend.part_size, backend.max_concurrency, backend.checksums) == (16 * MIB, 2, False)
+    config: Any = backend.client.meta.config  # the stubs list none of its options
+    assert (config.connect_timeout, config.read_timeout, config.max_pool_connections) == (2, 20.5, 4)
+    assert config.retries == {"mode": "standard", "total_max_attempts": 2}
     ref = store(manager, io.BytesIO(b"configured"), filename="c.txt")
     assert manager.get(ref) == b"configured"
     assert manager.verify(ref)
     manager.delete(ref)
+
+
+@pytest.mark.parametrize("part_size", ["1MB", "-1", "8 MiBB", 6 * 1024**3, 8.5 * MIB, True])
+def test_any_bad_part_size_is_a_value_error(part_size: object) -> None:
+    with pytest.raises(ValueError, match="part_size"):
+        S3StorageBackend("bucket", region_name="us-east-1", part_size=part_size)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(
@@ -561,9 +849,17 @@ def test_a_manager_from_config_stores_on_the_real_server(
         {"part_size": "1MB"},
         {"part_size": 6 * 1024**3},
         {"max_concurrency": 0},
+        {"connect_timeout": 0},
+        {"read_timeout": "30"},
+        {"read_timeout": float("nan")},
+        {"max_attempts": 0},
+        {"max_attempts": 2.5},
+        {"max_pool_connections": True},
+        {"checksums": "false"},
         {"addressing_style": "sideways"},
         {"bucket": "a/b"},
         {"client": object(), "endpoint_url": "http://127.0.0.1:1"},
+        {"client": object(), "read_timeout": 10},
     ],
 )
 def test_bad_options_are_a_configuration_error(options: dict[str, Any]) -> None:

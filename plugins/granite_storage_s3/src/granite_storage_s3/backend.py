@@ -14,7 +14,8 @@ minimum, which S3 refuses at completion. The pipeline here is small: parts of ex
 bytes (only the last may be shorter), and at most ``max_concurrency`` of them held at once, the one
 being read included, so memory is bounded by ``part_size * max(max_concurrency, 2)``; a stream that
 ends within its first part goes up as one ``PutObject``; any failure aborts the multipart upload.
-Retries are botocore's (``retries={"mode": "standard"}`` on the clients this backend builds).
+Retries are botocore's (``standard`` mode on the clients this backend builds, which also get bounded
+connect and read timeouts, so a stalled endpoint fails the operation rather than hanging it).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import math
 from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from datetime import UTC, datetime, timedelta
@@ -43,10 +45,10 @@ from granite_storage import (
     StoragePermissionError,
 )
 from granite_storage.backend import check_range
-from granite_storage.headers import content_disposition, encode_filename
+from granite_storage.headers import content_disposition, encode_filename, shorten_filename
 from granite_storage.keys import validate_key
 from granite_storage.policy import parse_size
-from granite_storage.streams import DEFAULT_CHUNK_SIZE
+from granite_storage.streams import DEFAULT_CHUNK_SIZE, BoundedReader
 
 if TYPE_CHECKING:
     from _typeshed import WriteableBuffer
@@ -55,8 +57,11 @@ if TYPE_CHECKING:
     from mypy_boto3_s3.type_defs import CompletedPartTypeDef
 
 __all__ = [
+    "DEFAULT_CONNECT_TIMEOUT",
+    "DEFAULT_MAX_ATTEMPTS",
     "DEFAULT_MAX_CONCURRENCY",
     "DEFAULT_PART_SIZE",
+    "DEFAULT_READ_TIMEOUT",
     "MAX_URL_EXPIRY",
     "MIN_PART_SIZE",
     "S3StorageBackend",
@@ -69,14 +74,20 @@ _MIB = 1024 * 1024
 MIN_PART_SIZE = 5 * _MIB
 _MAX_PART_SIZE = 5 * 1024 * _MIB
 _MAX_PARTS = 10_000
+_MAX_OBJECT_KEY = 1024  # bytes of UTF-8, the prefix included
 #: The default part size, 8 MiB (as in boto3), which fits objects up to 78 GiB in S3's 10,000 parts.
 DEFAULT_PART_SIZE = 8 * _MIB
 #: How many parts are uploaded at once by default.
 DEFAULT_MAX_CONCURRENCY = 4
+#: Seconds the built client waits for a connection to the endpoint, by default.
+DEFAULT_CONNECT_TIMEOUT = 5.0
+#: Seconds the built client waits for the server's bytes (each wait, not a whole request), by default.
+DEFAULT_READ_TIMEOUT = 30.0
+#: How often the built client tries a request in all, the first attempt included, by default.
+DEFAULT_MAX_ATTEMPTS = 3
+_MAX_ATTEMPTS_LIMIT = 10
 #: The longest a presigned URL can live (AWS Signature Version 4 allows seven days).
 MAX_URL_EXPIRY = timedelta(days=7)
-# The original filename goes into user metadata percent-encoded; S3 allows 2 KiB of it in all.
-_MAX_METADATA_FILENAME = 1024
 
 # Spelt here: inside the class, `list` is the backend's own method.
 _Parts = list[bytearray]
@@ -117,10 +128,10 @@ class S3StorageBackend(StorageBackend):
         prefix: Key prefix inside the bucket (``"production"``), so that several applications or
             environments can share a bucket. Every object this backend reads, writes, lists or
             deletes lies under it; ``""`` uses the whole bucket.
-        client: A boto3 S3 client to use as it is (its credentials, region, endpoint, retries).
-            When omitted, the backend builds one with boto3's usual credential chain (environment,
-            shared config, instance or container role), Signature Version 4, and botocore's
-            ``standard`` retry mode.
+        client: A boto3 S3 client to use as it is (its credentials, region, endpoint, timeouts,
+            retries, checksum settings). When omitted, the backend builds one with boto3's usual
+            credential chain (environment, shared config, instance or container role), Signature
+            Version 4, botocore's ``standard`` retry mode, and the options below.
         region_name: The region of the client built when ``client`` is omitted.
         endpoint_url: The endpoint of an S3-compatible store (``"http://127.0.0.1:8333"``), for the
             client built when ``client`` is omitted.
@@ -130,15 +141,34 @@ class S3StorageBackend(StorageBackend):
             at least 5 MiB. Content that ends within the first part is stored with a single PUT.
         max_concurrency: Parts held at once: up to this many are uploaded in parallel while none
             is being read, one fewer while the next is read. Memory used by one upload is at most
-            ``part_size * max(max_concurrency, 2)``, whatever the object's size.
+            ``part_size * max(max_concurrency, 2)``, whatever the object's size, and one 1 MiB
+            chunk more for a moment as each part's buffer is allocated.
+        connect_timeout: Seconds the built client waits to connect (default 5).
+        read_timeout: Seconds the built client waits for the server's bytes (default 30). It bounds
+            each wait on the socket, not a whole request: a part of any size may take longer to
+            send, but once it is sent the server must start answering within this time. S3 answers
+            a stored part within about a second, and keeps a long ``CompleteMultipartUpload``
+            alive with whitespace; 30 s leaves room for a slow S3-compatible store writing a large
+            part to disk, while a stalled endpoint is given up on within
+            ``max_attempts * read_timeout`` plus botocore's back-off (about 93 s by default).
+        max_attempts: How often the built client tries a request in all, the first attempt
+            included (1 to 10, default 3): botocore's ``standard`` retry mode, which retries
+            throttling, 5xx answers, timeouts and dropped connections with jittered back-off.
+        max_pool_connections: The built client's connection pool size (default
+            ``max(10, max_concurrency + 2)``: every upload thread gets a connection, with room
+            for other requests).
         checksums: Send a SHA-256 checksum with every part and every PUT (S3 "additional
             checksums"), so the server refuses bytes that changed on the way. Turn off only for a
-            store that rejects them.
+            store that rejects them: the built client then sends no checksum at all (botocore
+            1.36 and later would otherwise add CRC32 checksums by default). A ``client`` passed in
+            decides this itself: build it with ``request_checksum_calculation="when_required"``
+            and ``response_checksum_validation="when_required"`` in its ``Config``.
 
     Raises:
         ConfigurationError: ``bucket`` or ``prefix`` is unusable.
-        ValueError: ``part_size`` or ``max_concurrency`` is out of range, or ``client`` is given
-            together with options for building one.
+        ValueError: ``part_size``, ``max_concurrency``, a timeout, ``max_attempts`` or
+            ``max_pool_connections`` is out of range or of the wrong type, ``checksums`` is not a
+            bool, or ``client`` is given together with options for building one.
 
     Errors from botocore are raised as the most specific library error, chained to the original:
     a missing key as :class:`~granite_storage.ObjectNotFoundError`, refused access (HTTP 403, a bad
@@ -159,6 +189,10 @@ class S3StorageBackend(StorageBackend):
         addressing_style: Literal["path", "virtual"] | None = None,
         part_size: int | str = DEFAULT_PART_SIZE,
         max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
+        connect_timeout: float | None = None,
+        read_timeout: float | None = None,
+        max_attempts: int | None = None,
+        max_pool_connections: int | None = None,
         checksums: bool = True,
     ) -> None:
         if not isinstance(bucket, str) or not bucket or any(c in bucket for c in "/\\ \t\r\n"):
@@ -171,7 +205,10 @@ class S3StorageBackend(StorageBackend):
                 validate_key(prefix)
             except InvalidKeyError as exc:
                 raise ConfigurationError(f"unusable S3 key prefix: {exc}") from exc
-        size = parse_size(part_size)
+        try:
+            size = parse_size(part_size)
+        except ConfigurationError:  # "-1", a typo: as wrong as an out-of-range size
+            size = None
         if size is None or not MIN_PART_SIZE <= size <= _MAX_PART_SIZE:
             raise ValueError(f"part_size must be between 5 MiB and 5 GiB, got {part_size!r}")
         if (
@@ -182,18 +219,43 @@ class S3StorageBackend(StorageBackend):
             raise ValueError(f"max_concurrency must be an integer from 1 to 64, got {max_concurrency!r}")
         if addressing_style not in (None, "path", "virtual"):
             raise ValueError(f"addressing_style must be 'path' or 'virtual', got {addressing_style!r}")
+        if not isinstance(checksums, bool):
+            raise ValueError(f"checksums must be true or false, got {checksums!r}")
+        building = {
+            "region_name": region_name,
+            "endpoint_url": endpoint_url,
+            "addressing_style": addressing_style,
+            "connect_timeout": connect_timeout,
+            "read_timeout": read_timeout,
+            "max_attempts": max_attempts,
+            "max_pool_connections": max_pool_connections,
+        }
         if client is None:
-            config = Config(
-                signature_version="s3v4",
-                retries={"mode": "standard"},
-                max_pool_connections=max(10, max_concurrency + 2),
-                s3={"addressing_style": addressing_style} if addressing_style else None,
-            )
+            options: dict[str, Any] = {
+                "signature_version": "s3v4",
+                "connect_timeout": _seconds("connect_timeout", connect_timeout, DEFAULT_CONNECT_TIMEOUT),
+                "read_timeout": _seconds("read_timeout", read_timeout, DEFAULT_READ_TIMEOUT),
+                "retries": {
+                    "mode": "standard",
+                    # botocore's own "max_attempts" counts retries only; this counts every attempt.
+                    "total_max_attempts": _count(
+                        "max_attempts", max_attempts, DEFAULT_MAX_ATTEMPTS, _MAX_ATTEMPTS_LIMIT
+                    ),
+                },
+                "max_pool_connections": _count(
+                    "max_pool_connections", max_pool_connections, max(10, max_concurrency + 2), 1000
+                ),
+                "s3": {"addressing_style": addressing_style} if addressing_style else None,
+            }
+            if not checksums and "request_checksum_calculation" in Config.OPTION_DEFAULTS:
+                # botocore 1.36+ adds CRC32 checksums unasked; older versions send none by default.
+                options["request_checksum_calculation"] = "when_required"
+                options["response_checksum_validation"] = "when_required"
             client = boto3.session.Session().client(
-                "s3", region_name=region_name, endpoint_url=endpoint_url, config=config
+                "s3", region_name=region_name, endpoint_url=endpoint_url, config=Config(**options)
             )
-        elif region_name is not None or endpoint_url is not None or addressing_style is not None:
-            raise ValueError("pass a client, or region_name/endpoint_url/addressing_style to build one")
+        elif given := [name for name, value in building.items() if value is not None]:
+            raise ValueError(f"pass a client, or options to build one, not both (got {', '.join(given)})")
         #: The bucket's name.
         self.bucket = bucket
         #: The key prefix inside the bucket, without slashes at either end (``""`` for none).
@@ -206,6 +268,7 @@ class S3StorageBackend(StorageBackend):
         self.max_concurrency = max_concurrency
         #: Whether SHA-256 checksums go with every upload.
         self.checksums = checksums
+        self._bucket_found = False
 
     def __repr__(self) -> str:
         return f"S3StorageBackend(bucket={self.bucket!r}, prefix={self.prefix!r})"
@@ -225,25 +288,30 @@ class S3StorageBackend(StorageBackend):
         The object appears at its key only once the upload completes. If reading the stream fails
         (the size limit passed, the client gone) or S3 refuses a part, the multipart upload is
         aborted, so neither an object nor stored parts are left, and the error is raised.
-        ``content_type`` becomes the object's ``Content-Type``; ``original_filename`` goes into
-        its ``Content-Disposition`` and, percent-encoded (S3 metadata is ASCII), into the user
-        metadata ``original-filename``.
+        A stream whose ``read`` returns ``None`` (non-blocking, nothing ready) raises
+        :class:`io.UnsupportedOperation` and aborts likewise. ``content_type`` becomes the object's
+        ``Content-Type``; ``original_filename``, cut to 1 KiB percent-encoded
+        (:func:`~granite_storage.headers.shorten_filename`), goes into its ``Content-Disposition``
+        and, percent-encoded (S3 metadata is ASCII), into the user metadata ``original-filename``.
         """
         object_key = self._object_key(key)
         arguments = self._object_arguments(content_type, original_filename)
-        first = _read_part(stream, self.part_size)
-        second = _read_part(stream, self.part_size) if len(first) == self.part_size else bytearray()
+        reader = _PartReader(stream, self.part_size)
+        first = reader.read_part()
+        second = reader.read_part() if len(first) == self.part_size else bytearray()
         if not second:
-            with self._errors("upload", key):
+            with _translated_errors("upload", self.bucket, object_key, key):
                 self.client.put_object(Bucket=self.bucket, Key=object_key, Body=_body(first), **arguments)
             return
-        with self._errors("upload", key):
+        with _translated_errors("upload", self.bucket, object_key, key):
             upload_id = self.client.create_multipart_upload(Bucket=self.bucket, Key=object_key, **arguments)[
                 "UploadId"
             ]
+        read_ahead = [first, second]
+        del first, second  # _upload_parts drops each part once sent: no other name may keep one alive
         try:
-            parts = self._upload_parts(key, object_key, upload_id, stream, [first, second])
-            with self._errors("upload", key):
+            parts = self._upload_parts(key, object_key, upload_id, reader, read_ahead)
+            with _translated_errors("upload", self.bucket, object_key, key):
                 self.client.complete_multipart_upload(
                     Bucket=self.bucket,
                     Key=object_key,
@@ -257,7 +325,7 @@ class S3StorageBackend(StorageBackend):
     def delete(self, key: str) -> None:
         """Delete the object; S3 reports success for a missing one too."""
         object_key = self._object_key(key)
-        with self._errors("delete", key):
+        with _translated_errors("delete", self.bucket, object_key, key):
             self.client.delete_object(Bucket=self.bucket, Key=object_key)
 
     def remove_incomplete_uploads(self, *, older_than: timedelta) -> int:
@@ -271,8 +339,9 @@ class S3StorageBackend(StorageBackend):
         cutoff = datetime.now(UTC) - older_than
         removed = 0
         paginator = self.client.get_paginator("list_multipart_uploads")
-        with self._errors("list uploads of", self.prefix or "/"):
-            for page in paginator.paginate(Bucket=self.bucket, Prefix=self._list_prefix("")):
+        list_prefix = self._list_prefix("")
+        with _translated_errors("list uploads of", self.bucket, list_prefix or "/", self.prefix or "/"):
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=list_prefix):
                 for upload in page.get("Uploads", []):
                     key = self._relative_key(upload.get("Key", ""))
                     if key is None or upload.get("Initiated", cutoff) > cutoff:
@@ -285,24 +354,38 @@ class S3StorageBackend(StorageBackend):
 
     def open(self, key: str) -> BinaryIO:
         """Stream the object from S3 (a ``GetObject`` read as it is consumed)."""
-        return self._get(key, None)
+        return self._get(key, 0, None)
 
     def open_range(self, key: str, start: int, end: int | None = None) -> BinaryIO:
-        """Stream the bytes ``[start:end]`` with an HTTP ``Range`` request."""
+        """Stream the bytes ``[start:end]`` with an HTTP ``Range`` request.
+
+        A server that ignores the ``Range`` and sends the whole object (a 200 without
+        ``Content-Range``) is still read correctly: the bytes before ``start`` are read and
+        dropped, and reading stops at ``end``.
+        """
         check_range(start, end)
         if start == 0 and end is None:
             return self.open(key)
         if end == start:
             self.stat(key)  # raises for a missing object; an empty range needs no download
             return io.BytesIO()
-        byte_range = f"bytes={start}-" if end is None else f"bytes={start}-{end - 1}"
-        return self._get(key, byte_range)
+        return self._get(key, start, end)
 
     def stat(self, key: str) -> ObjectInfo:
-        """Size and modification time from a ``HeadObject`` request."""
+        """Size and modification time from a ``HeadObject`` request.
+
+        S3 answers a ``HEAD`` in a missing bucket with the same bare 404 as for a missing object, so
+        on a 404 the bucket is looked up (``HeadBucket``, once per backend while it is found):
+        a missing bucket raises :class:`~granite_storage.ConfigurationError`, as every other
+        operation does, and ``exists`` raises it too rather than answering ``False``.
+        """
         object_key = self._object_key(key)
-        with self._errors("stat", key):
-            head = self.client.head_object(Bucket=self.bucket, Key=object_key)
+        try:
+            with _translated_errors("stat", self.bucket, object_key, key):
+                head = self.client.head_object(Bucket=self.bucket, Key=object_key)
+        except ObjectNotFoundError:
+            self._check_bucket(object_key)
+            raise
         return ObjectInfo(key, head["ContentLength"], _utc(head["LastModified"]))
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
@@ -341,15 +424,33 @@ class S3StorageBackend(StorageBackend):
             params["ResponseContentType"] = content_type
         if content_disposition:
             params["ResponseContentDisposition"] = content_disposition
-        with self._errors("sign a URL for", key):
+        with _translated_errors("sign a URL for", self.bucket, object_key, key):
             return self.client.generate_presigned_url("get_object", Params=params, ExpiresIn=seconds)
 
     # -- helpers -------------------------------------------------------------------------------------
 
     def _object_key(self, key: str) -> str:
-        """The bucket key of ``key``: validated, then placed under the prefix."""
+        """The bucket key of ``key``: validated, placed under the prefix, at most 1024 bytes long."""
         validate_key(key)
-        return f"{self.prefix}/{key}" if self.prefix else key
+        object_key = f"{self.prefix}/{key}" if self.prefix else key
+        if len(object_key.encode("utf-8", "surrogatepass")) > _MAX_OBJECT_KEY:
+            raise InvalidKeyError(
+                key, f"under the prefix {self.prefix!r} it is longer than S3's {_MAX_OBJECT_KEY} bytes"
+            )
+        return object_key
+
+    def _check_bucket(self, object_key: str) -> None:
+        """Raise :class:`~granite_storage.ConfigurationError` if the bucket does not exist."""
+        if self._bucket_found:
+            return
+        try:
+            with _translated_errors("look up the bucket for", self.bucket, object_key, object_key):
+                self.client.head_bucket(Bucket=self.bucket)
+        except ObjectNotFoundError as exc:
+            raise ConfigurationError(
+                f"S3 bucket {self.bucket!r} does not exist (tried to stat {object_key!r})"
+            ) from exc.__cause__
+        self._bucket_found = True  # buckets are not deleted under a running application, as a rule
 
     def _relative_key(self, object_key: str) -> str | None:
         """The backend key of a bucket key, or ``None`` if it lies outside the prefix or is unsafe."""
@@ -371,26 +472,36 @@ class S3StorageBackend(StorageBackend):
 
     def _list(self, list_prefix: str, shown: str) -> Iterator[ObjectInfo]:
         paginator = self.client.get_paginator("list_objects_v2")
-        with self._errors("list", shown):
+        with _translated_errors("list", self.bucket, list_prefix or "/", shown):
             for page in paginator.paginate(Bucket=self.bucket, Prefix=list_prefix):
                 for item in page.get("Contents", []):
                     key = self._relative_key(item.get("Key", ""))
                     if key is not None:
                         yield ObjectInfo(key, item.get("Size", 0), _utc(item["LastModified"]))
 
-    def _get(self, key: str, byte_range: str | None) -> BinaryIO:
+    def _get(self, key: str, start: int, end: int | None) -> BinaryIO:
+        """The object's bytes ``[start:end]`` as a stream (a ``Range`` request unless it is all)."""
         object_key = self._object_key(key)
+        ranged = start > 0 or end is not None
+        arguments: dict[str, Any] = {}
+        if ranged:
+            arguments["Range"] = f"bytes={start}-" if end is None else f"bytes={start}-{end - 1}"
         try:
-            with self._errors("read", key):
-                if byte_range is None:
-                    response = self.client.get_object(Bucket=self.bucket, Key=object_key)
-                else:
-                    response = self.client.get_object(Bucket=self.bucket, Key=object_key, Range=byte_range)
+            with _translated_errors("read", self.bucket, object_key, key):
+                response = self.client.get_object(Bucket=self.bucket, Key=object_key, **arguments)
         except StorageError as exc:
-            if byte_range and _error_code(exc.__cause__) == "InvalidRange":
+            if ranged and _error_code(exc.__cause__) == "InvalidRange":
                 return io.BytesIO()  # the range starts at or past the end: nothing to read
             raise
-        raw = _ObjectReader(response["Body"], key, self)
+        raw: io.RawIOBase = _ObjectReader(response["Body"], self.bucket, object_key, key)
+        if ranged and "ContentRange" not in response:
+            # The server ignored the Range and sends the whole object: skip to start, stop at end.
+            try:
+                _skip(raw, start)
+            except BaseException:
+                raw.close()
+                raise
+            raw = BoundedReader(raw, None if end is None else end - start)
         return cast(BinaryIO, io.BufferedReader(raw, buffer_size=64 * 1024))
 
     def _object_arguments(self, content_type: str | None, original_filename: str | None) -> dict[str, Any]:
@@ -398,7 +509,7 @@ class S3StorageBackend(StorageBackend):
         if content_type:
             arguments["ContentType"] = content_type
         if original_filename:
-            name = _shorten_filename(original_filename)
+            name = shorten_filename(original_filename)
             arguments["ContentDisposition"] = content_disposition(name)
             arguments["Metadata"] = {"original-filename": encode_filename(name)}
         if self.checksums:
@@ -406,9 +517,9 @@ class S3StorageBackend(StorageBackend):
         return arguments
 
     def _upload_parts(
-        self, key: str, object_key: str, upload_id: str, stream: Readable, read_ahead: _Parts
+        self, key: str, object_key: str, upload_id: str, reader: _PartReader, read_ahead: _Parts
     ) -> _CompletedParts:
-        """Upload the parts of ``stream`` (the first ones already read), holding ``max_concurrency``."""
+        """Upload the parts ``reader`` yields (the first ones already read), holding ``max_concurrency``."""
         parts: _CompletedParts = []
         pending: set[Future[CompletedPartTypeDef]] = set()
         pool = ThreadPoolExecutor(self.max_concurrency, thread_name_prefix="granite-s3-upload")
@@ -419,7 +530,7 @@ class S3StorageBackend(StorageBackend):
                 while pending and len(pending) + (0 if read_ahead else 1) > self.max_concurrency:
                     done, pending = wait(pending, return_when=FIRST_COMPLETED)
                     parts.extend(future.result() for future in done)
-                part = read_ahead.pop(0) if read_ahead else _read_part(stream, self.part_size)
+                part = read_ahead.pop(0) if read_ahead else reader.read_part()
                 if not part:
                     break
                 number += 1
@@ -441,7 +552,7 @@ class S3StorageBackend(StorageBackend):
         self, key: str, object_key: str, upload_id: str, number: int, body: bytearray
     ) -> CompletedPartTypeDef:
         arguments: dict[str, Any] = {"ChecksumAlgorithm": "SHA256"} if self.checksums else {}
-        with self._errors("upload", key):
+        with _translated_errors("upload", self.bucket, object_key, key):
             response = self.client.upload_part(
                 Bucket=self.bucket,
                 Key=object_key,
@@ -458,7 +569,7 @@ class S3StorageBackend(StorageBackend):
     def _abort(self, key: str, object_key: str, upload_id: str) -> None:
         """Abort a multipart upload; a failure is logged, not raised (the caller has its own error)."""
         try:
-            with self._errors("abort the upload of", key):
+            with _translated_errors("abort the upload of", self.bucket, object_key, key):
                 self.client.abort_multipart_upload(Bucket=self.bucket, Key=object_key, UploadId=upload_id)
         except StorageError as exc:
             if _error_code(exc.__cause__) != "NoSuchUpload":
@@ -470,30 +581,21 @@ class S3StorageBackend(StorageBackend):
                     self.bucket,
                 )
 
-    @contextlib.contextmanager
-    def _errors(self, action: str, key: str) -> Iterator[None]:
-        """Raise botocore's errors as the most specific :class:`~granite_storage.StorageError`."""
-        try:
-            yield
-        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
-            raise _storage_error(exc, action=action, bucket=self.bucket, key=key) from exc
-
 
 class _ObjectReader(io.RawIOBase):
     """The raw stream of a ``GetObject`` body, with botocore's errors translated; closes the body."""
 
-    def __init__(self, body: StreamingBody, key: str, backend: S3StorageBackend) -> None:
+    def __init__(self, body: StreamingBody, bucket: str, object_key: str, key: str) -> None:
         super().__init__()
         self._body = body
-        self._key = key
-        self._backend = backend
+        self._where = (bucket, object_key, key)
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, buffer: WriteableBuffer, /) -> int:
         view = memoryview(buffer).cast("B")
-        with self._backend._errors("read", self._key):
+        with _translated_errors("read", *self._where):
             data = self._body.read(len(view))
         view[: len(data)] = data
         return len(data)
@@ -515,38 +617,88 @@ def _body(part: bytearray) -> bytes:
     return cast(bytes, part)
 
 
-def _read_part(stream: Readable, size: int) -> bytearray:
-    """Read exactly ``size`` bytes from ``stream``, fewer only at its end, into one buffer."""
-    part = bytearray(size)
-    view = memoryview(part)
-    filled = 0
-    try:
-        while filled < size:
-            chunk = stream.read(min(size - filled, DEFAULT_CHUNK_SIZE))
+class _PartReader:
+    """Reads a stream in parts of exactly ``part_size`` bytes (fewer only at its end).
+
+    Small first: up to one chunk (:data:`~granite_storage.streams.DEFAULT_CHUNK_SIZE`) is gathered as
+    it comes, and only a stream that goes on past it gets a whole part's buffer, so a 100-byte upload
+    costs 100 bytes, not ``part_size``. A ``read(n)`` that returns more than ``n`` bytes has its
+    excess kept for the next part (held until then, beyond the parts' bound). A read that returns
+    ``None`` (a non-blocking stream with nothing ready) raises :class:`io.UnsupportedOperation`:
+    taken for the end, it would store a truncated object.
+    """
+
+    def __init__(self, stream: Readable, part_size: int) -> None:
+        self._stream = stream
+        self._part_size = part_size
+        self._excess = memoryview(b"")
+
+    def read_part(self) -> bytearray:
+        """The next part; empty at the end of the stream."""
+        size = self._part_size
+        head = bytearray()
+        while len(head) < min(size, DEFAULT_CHUNK_SIZE):
+            chunk = self._read(min(size, DEFAULT_CHUNK_SIZE) - len(head))
             if not chunk:
-                break
-            view[filled : filled + len(chunk)] = chunk
-            filled += len(chunk)
-    finally:
-        view.release()
-    del part[filled:]  # in place: the last part shrinks without a copy
-    return part
+                return head
+            head += chunk
+        part = bytearray(size)
+        part[: len(head)] = head
+        filled = len(head)
+        del head
+        view = memoryview(part)
+        try:
+            while filled < size:
+                chunk = self._read(min(size - filled, DEFAULT_CHUNK_SIZE))
+                if not chunk:
+                    break
+                view[filled : filled + len(chunk)] = chunk
+                filled += len(chunk)
+        finally:
+            view.release()
+        del part[filled:]  # in place: the last part shrinks without a copy
+        return part
+
+    def _read(self, limit: int) -> bytes | memoryview:
+        """Up to ``limit`` bytes: the excess of an earlier over-long read first, then the stream's."""
+        if not self._excess:
+            data: bytes | None = self._stream.read(limit)
+            if data is None:
+                raise io.UnsupportedOperation(
+                    "the S3 backend needs a blocking stream; a read returned None (no data yet)"
+                )
+            if len(data) <= limit:
+                return data
+            self._excess = memoryview(bytes(data))
+        taken, self._excess = self._excess[:limit], self._excess[limit:]
+        return taken
 
 
-def _shorten_filename(name: str) -> str:
-    """``name``, cut so that its percent-encoded form fits in the object's metadata (its extension kept)."""
-    if len(encode_filename(name)) <= _MAX_METADATA_FILENAME:
-        return name
-    stem, dot, extension = name.rpartition(".")
-    tail = dot + extension if dot and len(extension) <= 16 else ""
-    budget = _MAX_METADATA_FILENAME - len(encode_filename(tail))
-    kept = []
-    for char in stem if tail else name:
-        budget -= len(encode_filename(char))
-        if budget < 0:
-            break
-        kept.append(char)
-    return "".join(kept) + tail
+def _seconds(name: str, value: object, default: float) -> float:
+    """``value`` as a positive, finite number of seconds (``default`` for ``None``), else ValueError."""
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < math.inf:
+        raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
+    return float(value)
+
+
+def _count(name: str, value: object, default: int, limit: int) -> int:
+    """``value`` as an integer from 1 to ``limit`` (``default`` for ``None``), else ValueError."""
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= limit:
+        raise ValueError(f"{name} must be an integer from 1 to {limit}, got {value!r}")
+    return value
+
+
+def _skip(stream: io.RawIOBase, count: int) -> None:
+    """Read and drop the first ``count`` bytes of ``stream`` (fewer if it ends first)."""
+    while count > 0:
+        chunk = stream.read(min(count, DEFAULT_CHUNK_SIZE))
+        if not chunk:
+            return
+        count -= len(chunk)
 
 
 def _utc(moment: datetime) -> datetime:
@@ -559,9 +711,22 @@ def _error_code(exc: BaseException | None) -> str:
     return ""
 
 
-def _storage_error(exc: Exception, *, action: str, bucket: str, key: str) -> StorageError:
+@contextlib.contextmanager
+def _translated_errors(action: str, bucket: str, object_key: str, key: str) -> Iterator[None]:
+    """Raise botocore's errors inside as the most specific :class:`~granite_storage.StorageError`.
+
+    Messages name ``object_key`` (the key in the bucket, prefix included, which operators find in
+    the bucket); :class:`~granite_storage.ObjectNotFoundError` carries ``key``, the backend's own.
+    """
+    try:
+        yield
+    except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
+        raise _storage_error(exc, action=action, bucket=bucket, object_key=object_key, key=key) from exc
+
+
+def _storage_error(exc: Exception, *, action: str, bucket: str, object_key: str, key: str) -> StorageError:
     """The library error that says what ``exc``, raised by botocore, means."""
-    where = f"{key!r} in S3 bucket {bucket!r}"
+    where = f"{object_key!r} in S3 bucket {bucket!r}"
     if isinstance(exc, botocore.exceptions.ClientError):
         code = _error_code(exc)
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
@@ -570,7 +735,9 @@ def _storage_error(exc: Exception, *, action: str, bucket: str, key: str) -> Sto
             return ObjectNotFoundError(key)
         if code == "NoSuchBucket":
             # Not transient, so not "unavailable": the configuration names a bucket that is not there.
-            return ConfigurationError(f"S3 bucket {bucket!r} does not exist ({action} {key!r})")
+            return ConfigurationError(
+                f"S3 bucket {bucket!r} does not exist (tried to {action} {object_key!r})"
+            )
         if code in _FORBIDDEN or status == 403:
             return StoragePermissionError(f"S3 refused to {action} {where}: {code} {message}")
         if code in _UNAVAILABLE or status >= 500:
