@@ -132,8 +132,9 @@ def models(manager: StorageManager) -> None:
 
         session.delete(doc)
         session.commit()
+        print(f"  deleted the row; its object stays (no delete_replaced): {manager.exists(final)}")
         manager.delete(final)
-    print(f"deleted the row and its object; exists: {manager.exists(final)}")
+    print(f"deleted the object too; exists: {manager.exists(final)}")
     engine.dispose()
 
 

@@ -37,6 +37,7 @@ if typing.TYPE_CHECKING:
         StoredContent,
         StoredContentMixin,
         StoredObjectRefType,
+        configure_storage_manager,
         iter_model_storage_refs,
         track_storage,
     )
@@ -51,6 +52,7 @@ _ORM_NAMES = frozenset(
         "StoredContent",
         "StoredContentMixin",
         "StoredObjectRefType",
+        "configure_storage_manager",
         "iter_model_storage_refs",
         "track_storage",
     }
@@ -83,6 +85,7 @@ __all__ = [
     "UnsavedEntityError",
     "UnsupportedOperationError",
     "__version__",
+    "configure_storage_manager",
     "hookimpl",
     "iter_model_storage_refs",
     "parse_size",

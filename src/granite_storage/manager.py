@@ -431,8 +431,10 @@ def _discard(backend: StorageBackend, key: str) -> None:
     """Delete what a failed upload may have left at ``key``; a failure here is logged, not raised."""
     try:
         backend.delete(key)
-    except Exception:
-        logger.exception("could not delete %r after a failed upload", key)
+    except Exception as exc:
+        # Usually the failure the upload itself raised (no credentials, no network), and usually
+        # nothing was there: backends publish nothing on failure. Worth a line, not a traceback.
+        logger.warning("could not delete %r after a failed upload: %s", key, exc)
 
 
 def _content_type(content_type: str | None, original_filename: str | None) -> str | None:

@@ -269,8 +269,8 @@ class PluginHost:
             return backend_class(**options)
         except (TypeError, ValueError) as exc:
             raise ConfigurationError(
-                f"backend type {type_name!r} ({backend_class.__qualname__}) rejected the options "
-                f"{sorted(options)}: {exc}"
+                f"backend type {type_name!r} ({backend_class.__qualname__}) refused its options: {exc} "
+                f"(given: {sorted(options)})"
             ) from exc
 
     def resolve_policy(self, storage_key: str, manager: StorageManager) -> StoragePolicy | None:
