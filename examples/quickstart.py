@@ -9,10 +9,8 @@ from __future__ import annotations
 import io
 import json
 import uuid
-from typing import Any
 
-from sqlalchemy import String, create_engine, event
-from sqlalchemy.engine import Engine
+from sqlalchemy import String, create_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 
 from granite_storage import (
@@ -25,6 +23,7 @@ from granite_storage import (
     track_storage,
 )
 from granite_storage.backends.local import LocalStorageBackend
+from granite_storage.orm import enable_sqlite_savepoints
 
 
 class Base(DeclarativeBase):
@@ -107,7 +106,8 @@ def main() -> None:
 
 def models(manager: StorageManager) -> None:
     """A model owns a file; storage follows the transaction (rollback, replace after commit)."""
-    engine = sqlite_engine("./var/demo.db")
+    engine = create_engine("sqlite:///./var/demo.db")
+    enable_sqlite_savepoints(engine)  # session tracking relies on SAVEPOINTs
     Base.metadata.create_all(engine)
     Document.configure_storage_manager(manager)
     sessions = sessionmaker(engine)
@@ -136,21 +136,6 @@ def models(manager: StorageManager) -> None:
         manager.delete(final)
     print(f"deleted the object too; exists: {manager.exists(final)}")
     engine.dispose()
-
-
-def sqlite_engine(path: str) -> Engine:
-    """A SQLite engine whose SAVEPOINTs work (SQLAlchemy's documented hooks for the sqlite3 driver)."""
-    engine = create_engine(f"sqlite:///{path}")
-
-    @event.listens_for(engine, "connect")
-    def _connect(dbapi_connection: Any, connection_record: Any) -> None:
-        dbapi_connection.isolation_level = None
-
-    @event.listens_for(engine, "begin")
-    def _begin(connection: Any) -> None:
-        connection.exec_driver_sql("BEGIN")
-
-    return engine
 
 
 if __name__ == "__main__":

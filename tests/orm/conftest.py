@@ -19,12 +19,12 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import pytest
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import DBAPIError
 
 from granite_storage import PluginHost, StorageBackend, StorageManager, StoragePolicy
-from granite_storage.orm import configure_storage_manager
+from granite_storage.orm import configure_storage_manager, enable_sqlite_savepoints
 from granite_storage_local import LocalStorageBackend
 
 from .models import Base
@@ -99,24 +99,10 @@ def _drop_scratch_databases() -> Iterator[None]:
 
 
 def sqlite_engine(path: Path, **kwargs: Any) -> Engine:
-    """A SQLite engine on a file whose SAVEPOINTs work.
-
-    pysqlite begins transactions lazily on its own, which breaks SAVEPOINT; SQLAlchemy's documented
-    remedy is to switch that off and emit BEGIN ourselves.
-    """
+    """A SQLite engine on a file whose SAVEPOINTs work."""
     engine = create_engine(f"sqlite:///{path}", **kwargs)
-    make_savepoints_work(engine)
+    enable_sqlite_savepoints(engine)
     return engine
-
-
-def make_savepoints_work(engine: Engine) -> None:
-    @event.listens_for(engine, "connect")
-    def _no_pysqlite_transactions(dbapi_connection: Any, connection_record: Any) -> None:
-        dbapi_connection.isolation_level = None
-
-    @event.listens_for(engine, "begin")
-    def _begin(connection: Any) -> None:
-        connection.exec_driver_sql("BEGIN")
 
 
 def unreachable(name: str, url: URL, exc: Exception) -> NoReturn:

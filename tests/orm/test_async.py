@@ -11,13 +11,13 @@ from typing import Any
 
 import pytest
 from fastapi import UploadFile
-from sqlalchemy import event, select
+from sqlalchemy import select
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from starlette.datastructures import Headers
 
 from granite_storage import ContentTooLargeError, StorageManager, track_storage
-from granite_storage.orm import configure_storage_manager
+from granite_storage.orm import configure_storage_manager, enable_sqlite_savepoints
 
 from ..conftest import files_under
 from .conftest import server_engine, server_url
@@ -36,15 +36,7 @@ async def async_engine(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncI
     """An async engine on SQLite (aiosqlite) and PostgreSQL (asyncpg), with the test tables."""
     if request.param == "sqlite":
         engine = create_async_engine(f"sqlite+aiosqlite:///{tmp_path / 'async.db'}")
-
-        @event.listens_for(engine.sync_engine, "connect")
-        def _no_pysqlite_transactions(dbapi_connection: Any, connection_record: Any) -> None:
-            dbapi_connection.isolation_level = None  # SAVEPOINTs need this, as with pysqlite
-
-        @event.listens_for(engine.sync_engine, "begin")
-        def _begin(connection: Any) -> None:
-            connection.exec_driver_sql("BEGIN")
-
+        enable_sqlite_savepoints(engine)
     else:
         server_engine("postgresql").dispose()  # skips (or fails in CI) when it is not reachable
         url = make_url(server_url("postgresql")).set(drivername="postgresql+asyncpg")

@@ -700,3 +700,21 @@ def test_a_cleanup_that_fails_unexpectedly_still_does_not_reach_the_commit(
         session.commit()
     assert committed_refs(engine) == [new]
     assert [(ref, reason) for ref, _, reason in reporter.reports] == [(old, "replaced")]
+
+
+def test_enable_sqlite_savepoints_refuses_other_databases_and_may_be_called_twice(engine: Engine) -> None:
+    from granite_storage.orm import enable_sqlite_savepoints
+
+    if engine.dialect.name != "sqlite":
+        with pytest.raises(ValueError, match="SQLite"):
+            enable_sqlite_savepoints(engine)
+        return
+    enable_sqlite_savepoints(engine)  # the fixture's engine has it already: nothing changes
+    with engine.connect() as connection:
+        outer = connection.begin()
+        connection.exec_driver_sql("SELECT COUNT(*) FROM user_account")  # left alone, sqlite3 begins nothing
+        savepoint = connection.begin_nested()
+        connection.exec_driver_sql("INSERT INTO user_account (name) VALUES ('released')")
+        savepoint.commit()
+        outer.rollback()  # with the driver managing transactions, the release would have committed
+        assert connection.exec_driver_sql("SELECT COUNT(*) FROM user_account").scalar_one() == 0

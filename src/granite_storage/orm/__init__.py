@@ -16,6 +16,7 @@ from granite_storage.orm.content import (
     configure_storage_manager,
 )
 from granite_storage.orm.queries import iter_model_storage_refs
+from granite_storage.orm.sqlite import enable_sqlite_savepoints
 from granite_storage.orm.tracking import register_stored_object, track_storage
 from granite_storage.orm.types import StoredObjectRefType, portable_storage_ref_type
 
@@ -28,6 +29,7 @@ __all__ = [
     "StoredObjectRefType",
     "UploadFileLike",
     "configure_storage_manager",
+    "enable_sqlite_savepoints",
     "iter_model_storage_refs",
     "portable_storage_ref_type",
     "register_stored_object",
