@@ -7,6 +7,7 @@ Atomic writes and crashes are in ``test_atomic_writes.py``, symlinks and hidden 
 
 import errno
 import io
+import multiprocessing
 import os
 import threading
 from collections.abc import Callable, Iterator
@@ -38,6 +39,15 @@ def test_root_is_created_with_its_parents_when_missing(tmp_path: Path) -> None:
     root = tmp_path / "var" / "storage" / "files"
     LocalStorageBackend(root)
     assert root.is_dir()
+
+
+def test_a_put_after_the_root_was_removed_fails_at_once(tmp_path: Path) -> None:
+    # Retrying covers directories a concurrent delete pruned, never a root that is gone.
+    backend = LocalStorageBackend(tmp_path / "root")
+    (tmp_path / "root").rmdir()
+    with pytest.raises(StorageError, match="No such file or directory"):
+        backend.put("docs/a.txt", io.BytesIO(b"lost"))
+    assert not (tmp_path / "root").exists()
 
 
 @pytest.mark.parametrize("as_root", [str, Path], ids=["str", "Path"])
@@ -369,6 +379,34 @@ def test_concurrent_puts_and_deletes_in_one_directory_never_fail(
     for thread in workers:
         thread.join()
     assert errors == []
+    assert list(backend.list()) == []
+    assert os.listdir(root) == []
+
+
+def _put_and_delete_in_a_process(root: str, worker: int, rounds: int) -> None:
+    backend = LocalStorageBackend(root)
+    for round_ in range(rounds):
+        key = f"slot/model/{worker % 2}/field/{worker}-{round_}.bin"
+        backend.put(key, io.BytesIO(b"x"))
+        backend.delete(key)
+
+
+@pytest.mark.skipif(
+    "fork" not in multiprocessing.get_all_start_methods(), reason="needs fork to start workers quickly"
+)
+def test_concurrent_puts_and_deletes_from_several_processes_never_fail(
+    backend: LocalStorageBackend, root: Path
+) -> None:
+    # Web servers run several worker processes on one storage root; no lock is shared there.
+    context = multiprocessing.get_context("fork")
+    workers = [
+        context.Process(target=_put_and_delete_in_a_process, args=(str(root), n, 400)) for n in range(6)
+    ]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=120)
+    assert [worker.exitcode for worker in workers] == [0] * len(workers)
     assert list(backend.list()) == []
     assert os.listdir(root) == []
 

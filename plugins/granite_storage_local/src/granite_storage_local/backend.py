@@ -5,8 +5,10 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import random
 import secrets
 import stat
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -32,7 +34,13 @@ __all__ = ["LocalStorageBackend"]
 # with a dot; valid keys have no dot-leading segments, so no key can name one.
 _TEMP_PREFIX = ".granite-"
 _TEMP_SUFFIX = ".part"
-_MKDIR_ATTEMPTS = 20
+# A put whose directory a concurrent delete prunes tries again (see _create_temp_file). Each
+# such loss means another caller finished a delete, so the retries stop mattering once the burst
+# of contention ends; past a few quick tries they back off with jitter so the contenders spread
+# out instead of colliding again, and _MKDIR_ATTEMPTS is only a guard against the impossible.
+_MKDIR_QUICK_ATTEMPTS = 4
+_MKDIR_MAX_BACKOFF = 0.01
+_MKDIR_ATTEMPTS = 1000
 _Paths = list[str]  # spelt here: inside the class, `list` is the backend's own method
 
 
@@ -250,14 +258,18 @@ class LocalStorageBackend(StorageBackend):
     def _create_temp_file(self, key: str, directory: str) -> tuple[BinaryIO, str, _Paths]:
         """Create ``directory`` as needed and a temporary file in it; return the new directories."""
         created: _Paths = []
-        # A concurrent delete may prune a directory between its creation and mkstemp: try again.
+        # A concurrent delete (in this process or another) may prune a directory between its
+        # creation and the temporary file's: create it again. Only a missing root is final.
         for attempt in range(_MKDIR_ATTEMPTS):
             try:
                 created += self._make_directories(directory)
                 fd, temp_path = _create_exclusive(directory)
             except FileNotFoundError as exc:
-                if attempt + 1 == _MKDIR_ATTEMPTS:
+                if attempt + 1 == _MKDIR_ATTEMPTS or not os.path.isdir(self._root):
                     raise _storage_error(key, exc) from exc
+                if attempt >= _MKDIR_QUICK_ATTEMPTS:
+                    backoff = min(_MKDIR_MAX_BACKOFF, 0.0001 * 2 ** (attempt - _MKDIR_QUICK_ATTEMPTS))
+                    time.sleep(random.uniform(0, backoff))  # noqa: S311 - jitter, not a secret
                 continue
             except OSError as exc:
                 raise _storage_error(key, exc) from exc
