@@ -54,7 +54,7 @@ from granite_storage.streams import DEFAULT_CHUNK_SIZE
 
 if TYPE_CHECKING:
     # For the signatures only: sqlalchemy.ext.asyncio needs greenlet, which a sync app need not install.
-    from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+    import sqlalchemy.ext.asyncio
 
 __all__ = [
     "StorageManagerDep",
@@ -82,7 +82,7 @@ def install_storage(
     app: FastAPI,
     manager: StorageManager,
     *,
-    sessions: sessionmaker[Session] | async_sessionmaker[AsyncSession] | None = None,
+    sessions: sessionmaker[Session] | sqlalchemy.ext.asyncio.async_sessionmaker[Any] | None = None,
 ) -> None:
     """Give ``app`` its storage manager (and session factory), and install the exception handlers.
 
@@ -130,7 +130,7 @@ def get_session(request: Request) -> Iterator[Session]:
         yield session
 
 
-async def get_async_session(request: Request) -> AsyncIterator[AsyncSession]:
+async def get_async_session(request: Request) -> AsyncIterator[sqlalchemy.ext.asyncio.AsyncSession]:
     """Dependency: an ``AsyncSession`` from the factory :func:`install_storage` got; as :func:`get_session`.
 
     Raises:

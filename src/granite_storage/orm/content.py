@@ -27,6 +27,7 @@ __all__ = [
     "configure_storage_manager",
 ]
 
+
 class UploadFileLike(Protocol):
     """What :meth:`~StoredContentOperations.set_content_from_uploadfile` needs of an upload.
 
@@ -467,4 +468,3 @@ def _charset(content_type: str | None) -> str | None:
         if name.strip().lower() == "charset" and value.strip():
             return value.strip().strip('"')
     return None
-
