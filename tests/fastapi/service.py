@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import threading
 from dataclasses import dataclass, field
-from typing import Annotated, Any, BinaryIO, cast
+from typing import Any, BinaryIO, cast
 
 from fastapi import FastAPI, Request, UploadFile
 from fastapi.responses import Response
@@ -114,7 +114,7 @@ def build_service(manager: StorageManager) -> Service:
         manager: StorageManagerDep,
         redirect: bool = False,
         inline: bool = False,
-        cache_control: Annotated[str | None, None] = None,
+        cache_control: str | None = None,
     ) -> Response:
         return storage_response(
             manager,

@@ -264,7 +264,7 @@ async def store_request_body(
     """
     policy = manager.policy(storage_key)
     declared = request.headers.get("content-length", "")
-    if policy.max_size is not None and declared.isdigit() and int(declared) > policy.max_size:
+    if policy.max_size is not None and _DIGITS.fullmatch(declared) and int(declared) > policy.max_size:
         raise ContentTooLargeError(policy.max_size)
     body = _BodyReader(request.stream())
     return await put_in_thread(
@@ -281,6 +281,9 @@ async def store_request_body(
             extra=extra,
         ),
     )
+
+
+_DIGITS = re.compile(r"[0-9]{1,19}")
 
 
 class _BodyReader:
