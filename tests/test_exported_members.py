@@ -112,7 +112,8 @@ def test_importing_the_package_does_not_import_the_orm() -> None:
 
 
 def test_importing_the_package_and_its_orm_does_not_import_fastapi() -> None:
-    code = "import sys, granite_storage.orm; print(sorted({'fastapi', 'starlette', 'anyio'} & set(sys.modules)))"
+    frameworks = "{'fastapi', 'starlette', 'anyio'}"
+    code = f"import sys, granite_storage.orm; print(sorted({frameworks} & set(sys.modules)))"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
 
