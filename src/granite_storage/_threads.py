@@ -49,11 +49,25 @@ async def put_in_thread(manager: StorageManager, put: Callable[[], StoredObjectR
         return ref
 
     try:
-        return await run_in_thread(work)
+        ref = await run_in_thread(work)
+        # AnyIO holds a cancellation back until the thread has returned, then delivers it at the next
+        # checkpoint: that must be here, where the object is still ours to delete, not in the caller.
+        await _checkpoint_if_cancelled()
     except BaseException:
         with lock:
             abandoned = True
             leftovers = list(stored)
-        for ref in leftovers:
-            manager.delete(ref)
+        for stored_ref in leftovers:
+            manager.delete(stored_ref)
         raise
+    return ref
+
+
+async def _checkpoint_if_cancelled() -> None:
+    """Raise the cancellation pending on the current task, if any."""
+    try:
+        from anyio import lowlevel
+    except ImportError:
+        await asyncio.sleep(0)
+        return
+    await lowlevel.checkpoint_if_cancelled()

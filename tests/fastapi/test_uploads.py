@@ -6,18 +6,22 @@ import hashlib
 import socket
 import threading
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
+from typing import Any, BinaryIO, cast
 from urllib.parse import urlsplit
 
+import anyio
 import httpx
 import pytest
 
 from granite_storage import PluginHost, StorageManager, StoragePolicy
+from granite_storage.integrations.fastapi import store_upload
 from granite_storage_local import LocalStorageBackend
 
 from ..conftest import files_under
 from .conftest import serve
-from .service import Service, build_service
+from .service import GatedFile, GatedUpload, Service, build_service
 
 LIMIT = 1024 * 1024
 
@@ -147,4 +151,25 @@ def test_a_chunked_body_over_the_limit_is_refused_and_leaves_nothing(
     else:
         assert response.status_code == 413
     assert "endless" not in service.refs
+    assert files_under(storage_root) == []
+
+
+@pytest.mark.anyio
+async def test_a_cancelled_store_upload_leaves_nothing_behind(
+    manager: StorageManager, storage_root: Path
+) -> None:
+    gated = GatedFile(b"x" * 300_000)
+    key: dict[str, Any] = {
+        "storage_key": "files",
+        "model_name": "test",
+        "entity_id": "1",
+        "field_name": "file",
+    }
+    with anyio.move_on_after(30) as scope:
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(partial(store_upload, manager, GatedUpload(cast(BinaryIO, gated)), **key))
+            await anyio.to_thread.run_sync(gated.reading.wait)
+            tasks.cancel_scope.cancel()  # the request goes away while its upload is being read
+            gated.release.set()  # the worker thread stores it to the end, then deletes it
+    assert not scope.cancelled_caught
     assert files_under(storage_root) == []
