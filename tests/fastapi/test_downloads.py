@@ -6,12 +6,14 @@ import hashlib
 import threading
 from collections.abc import Iterator
 from email.utils import format_datetime, parsedate_to_datetime
-from typing import BinaryIO
+from typing import Any, BinaryIO
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
 
 from granite_storage import PluginHost, StorageManager, StoragePolicy, StoredObjectRef
+from granite_storage.headers import content_disposition
 from granite_storage_local import LocalStorageBackend
 
 from .conftest import serve
@@ -246,3 +248,39 @@ def test_a_client_that_goes_away_has_its_backend_stream_closed(
             break
         closed.wait(0.01)
     assert closed.is_set(), "the backend stream was left open"
+
+
+# -- on S3 --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def s3_service(moto_s3: Any, empty_host: PluginHost) -> Service:
+    """The same application over moto's in-process S3 (the example's tests use a real S3 server)."""
+    policy = StoragePolicy("files", backend_key="s3")
+    manager = StorageManager(
+        backends={"s3": moto_s3.backend()}, policies={"files": policy}, plugins=empty_host
+    )
+    service = build_service(manager)
+    service.refs["doc"] = put(manager, CONTENT, NAME, "application/pdf")
+    return service
+
+
+def test_an_object_on_s3_is_served_with_ranges_and_validators(s3_service: Service) -> None:
+    with serve(s3_service.app) as url:
+        whole = httpx.get(f"{url}/objects/doc")
+        ranged = httpx.get(f"{url}/objects/doc", headers={"range": "bytes=-40"})
+        not_modified = httpx.get(f"{url}/objects/doc", headers={"if-none-match": whole.headers["etag"]})
+    assert (whole.status_code, whole.content) == (200, CONTENT)
+    assert (ranged.status_code, ranged.content) == (206, CONTENT[-40:])
+    assert not_modified.status_code == 304
+
+
+def test_redirect_sends_an_s3_download_to_a_presigned_url(s3_service: Service) -> None:
+    with serve(s3_service.app) as url:
+        response = httpx.get(f"{url}/objects/doc", params={"redirect": True})
+    assert response.status_code == 307
+    assert response.headers["cache-control"] == "no-store"
+    location = parse_qs(urlsplit(response.headers["location"]).query)
+    assert "X-Amz-Signature" in location
+    assert location["response-content-disposition"] == [content_disposition(NAME)]
+    assert location["response-content-type"] == ["application/pdf"]
