@@ -41,6 +41,7 @@ from granite_storage.integrations.fastapi import (
 )
 from granite_storage.orm import StoredContentMixin, StoredObjectRefType, enable_sqlite_savepoints
 
+TITLE_LENGTH = 200
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./var/documents.db"
 DEFAULT_STORAGE: dict[str, Any] = {
     "backends": {"files": {"type": "local", "root": "./var/storage"}},
@@ -80,7 +81,7 @@ class Document(StoredContentMixin, Base):
     __stored_content_storage_key__ = "documents"
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    title: Mapped[str] = mapped_column(String(200))
+    title: Mapped[str] = mapped_column(String(TITLE_LENGTH))
     file_ref: Mapped[StoredObjectRef | None] = mapped_column(StoredObjectRefType())
 
 
@@ -125,13 +126,13 @@ async def _document(session: AsyncSession, document_id: int) -> Document:
 
 @router.post("", status_code=201)
 async def upload_document(
-    file: UploadFile, session: SessionDep, title: Annotated[str | None, Form()] = None
+    file: UploadFile, session: SessionDep, title: Annotated[str | None, Form(max_length=TITLE_LENGTH)] = None
 ) -> DocumentOut:
     """Upload a file as a new document (multipart form: ``file``, optional ``title``).
 
     Over the slot's size limit: 413, and neither a row nor a file is kept.
     """
-    document = Document(title=title or file.filename or "untitled")
+    document = Document(title=(title or file.filename or "untitled")[:TITLE_LENGTH])
     session.add(document)
     await session.flush()  # the primary key names the file's key
     await document.set_content_from_uploadfile(file)

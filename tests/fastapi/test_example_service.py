@@ -169,13 +169,20 @@ def test_a_matching_etag_answers_304_and_a_range_206(start: Start) -> None:
 
 @pytest.mark.parametrize(
     "filename",
-    ["../../../etc/passwd", "semi;colon 'quoted' back\\slash.txt", "Ünïcödé 📄 résumé.pdf", "..", "CON.txt"],
+    [
+        "../../../etc/passwd",
+        "semi;colon 'quoted' back\\slash.txt",
+        "Ünïcödé 📄 résumé.pdf",
+        "..",
+        "CON.txt",
+        "long " * 100 + ".pdf",
+    ],
 )
 def test_hostile_filenames_are_kept_as_metadata_and_never_reach_a_path_or_header(
     start: Start, storage_root: Path, filename: str
 ) -> None:
     with start() as client:
-        created = upload(client, filename, b"hostile")
+        created = client.post("/documents", files={"file": (filename, b"hostile", "text/plain")})
         assert created.status_code == 201, created.text
         document = created.json()
         download = client.get(f"/documents/{document['id']}/content")
