@@ -6,10 +6,11 @@ UV := $(or $(shell command -v uv 2>/dev/null),.tools/bin/uv)
 export UV_PYTHON ?= $(PYTHON)
 RUN := $(UV) run --all-packages
 
-.PHONY: help install demo test test-all test-cov lint format type-check docs docs-serve bench clean
+.PHONY: help install demo serve-example test test-all test-cov lint format type-check docs docs-serve bench clean
 
 help:
 	@echo "make demo        run the quick start against local storage in ./var"
+	@echo "make serve-example  serve the FastAPI example on http://127.0.0.1:8000 (docs at /docs)"
 	@echo "make test        install everything and run the test suite"
 	@echo "make test-all    the test suite on every Python 3.11-3.13 on PATH (tox, pip installs)"
 	@echo "make test-cov    the test suite with a coverage report"
@@ -33,6 +34,11 @@ install: $(UV)
 
 demo: install
 	$(RUN) python examples/quickstart.py
+
+# Zero configuration: SQLite and files under ./var. GRANITE_EXAMPLE_DATABASE_URL and
+# GRANITE_EXAMPLE_STORAGE_CONFIG move it elsewhere (examples/fastapi_app/README.md).
+serve-example: install
+	$(RUN) uvicorn --app-dir examples/fastapi_app --factory documents_app:create_app --host 127.0.0.1 --port 8000
 
 test: install
 	$(RUN) pytest

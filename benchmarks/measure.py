@@ -281,6 +281,81 @@ def import_sqlalchemy(params: dict[str, Any]) -> Result:
     return clock.result(0, version=sqlalchemy.__version__)
 
 
+# -- scenario 9: the event loop during an upload ------------------------------------------------------
+
+#: The ticker coroutine's interval; a stall is how much later than this it wakes.
+TICK = 0.001
+#: How long the idle baseline watches its event loop.
+IDLE_SECONDS = 1.0
+
+
+class _Upload:
+    """What FastAPI's ``UploadFile`` offers the integration: a file (not seekable), a name, a type."""
+
+    def __init__(self, stream: RepeatingStream) -> None:
+        self.file = stream
+        self.filename = "bench.bin"
+        self.content_type = "application/octet-stream"
+
+
+async def _worst_stall(stop: Any) -> float:
+    """Tick every :data:`TICK` until ``stop`` is set; return the longest wake-up delay, in seconds."""
+    import asyncio
+
+    worst, last = 0.0, time.perf_counter()
+    while not stop.is_set():
+        await asyncio.sleep(TICK)
+        now = time.perf_counter()
+        worst, last = max(worst, now - last - TICK), now
+    return worst
+
+
+def upload_stall_granite(params: dict[str, Any]) -> Result:
+    """The worst event-loop stall while ``store_upload`` streams an upload into a local backend."""
+    import asyncio
+
+    from granite_storage.integrations.fastapi import store_upload
+
+    manager = _manager(params["root"])
+    stream = RepeatingStream(data_block(), params["size"])
+    stream.seekable = lambda: False  # type: ignore[attr-defined]
+    remove_previous_output(params)
+
+    async def upload_while_ticking() -> tuple[Any, float]:
+        stop = asyncio.Event()
+        ticker = asyncio.create_task(_worst_stall(stop))
+        key = {"model_name": "bench", "entity_id": str(os.getpid()), "field_name": "blob"}
+        ref = await store_upload(manager, _Upload(stream), storage_key="bench", **key)  # type: ignore[arg-type]
+        stop.set()
+        return ref, await ticker
+
+    with Clock(params) as clock:
+        ref, worst = asyncio.run(upload_while_ticking())
+    path = str(manager.backend("disk").root / ref.location)
+    return {**clock.result(0, upload_seconds=clock.seconds, output=path), "seconds": worst}
+
+
+def idle_stall_baseline(params: dict[str, Any]) -> Result:
+    """The worst stall of the same ticker on an idle event loop, for :data:`IDLE_SECONDS`."""
+    import asyncio
+
+    from granite_storage.integrations.fastapi import store_upload  # the same imports as the candidate
+
+    del store_upload
+    _manager(params["root"])
+
+    async def idle_while_ticking() -> float:
+        stop = asyncio.Event()
+        ticker = asyncio.create_task(_worst_stall(stop))
+        await asyncio.sleep(IDLE_SECONDS)
+        stop.set()
+        return await ticker
+
+    with Clock(params) as clock:
+        worst = asyncio.run(idle_while_ticking())
+    return {**clock.result(0), "seconds": worst}
+
+
 MEASUREMENTS: dict[str, Callable[[dict[str, Any]], Result]] = {
     "put-granite": put_granite,
     "put-baseline": put_baseline,
@@ -289,6 +364,8 @@ MEASUREMENTS: dict[str, Callable[[dict[str, Any]], Result]] = {
     "get-baseline": get_baseline,
     "import-granite": import_granite,
     "import-sqlalchemy": import_sqlalchemy,
+    "upload-stall-granite": upload_stall_granite,
+    "idle-stall-baseline": idle_stall_baseline,
 }
 
 

@@ -130,6 +130,18 @@ SCENARIOS = (
         ratio_target=1.0,
         ratio_target_note="issue 7 names no number; our bar: no dearer than importing SQLAlchemy",
     ),
+    Scenario(
+        9,
+        "event-loop stall during an upload",
+        "worst lag of a 1 ms ticker coroutine while the FastAPI integration's store_upload streams the "
+        "data into a local backend",
+        candidate="upload-stall-granite",
+        baseline="idle-stall-baseline",
+        baseline_title="idle event loop",
+        baseline_description="worst lag of the same ticker on an idle event loop for 1 s",
+        metric="time",
+        ratio_target=None,
+    ),
 )
 
 
@@ -337,7 +349,7 @@ def render(report: dict[str, Any]) -> str:
         f"({size['data_bytes'] / MIB:g} MiB per transfer), {report['started']}",
         f"{info['cpus']} CPUs ({info['cpu_model']}), {info['memory_gib']} GiB RAM, Python {info['python']}, "
         f"{info['file_system']}, {info['platform']}",
-        "ratio: granite-storage / baseline throughput (time for scenario 6) per repetition pair, "
+        "ratio: granite-storage / baseline throughput (time for 6, stall for 9) per repetition pair, "
         "median [min-max]; the targets use it.",
         "best/best: best repetition against best repetition. user CPU: granite-storage / baseline "
         "user-space CPU seconds, median (lower is cheaper). Peak RSS growth: worst repetition.",

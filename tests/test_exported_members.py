@@ -55,6 +55,8 @@ def test_the_walk_finds_the_modules_it_should() -> None:
         "granite_storage.config",
         "granite_storage.headers",
         "granite_storage.errors",
+        "granite_storage.integrations",
+        "granite_storage.integrations.fastapi",
         "granite_storage.hookspecs",
         "granite_storage.keys",
         "granite_storage.orm",
@@ -107,6 +109,13 @@ def test_importing_the_package_does_not_import_the_orm() -> None:
     code = "import sys, granite_storage; print('sqlalchemy.orm' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"
+
+
+def test_importing_the_package_and_its_orm_does_not_import_fastapi() -> None:
+    frameworks = "{'fastapi', 'starlette', 'anyio'}"
+    code = f"import sys, granite_storage.orm; print(sorted({frameworks} & set(sys.modules)))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"
 
 
 def test_all_has_no_duplicates() -> None:

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 import mimetypes
-import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, BinaryIO, ClassVar, Protocol, TypeVar, overload
+from typing import Any, BinaryIO, ClassVar, Protocol, overload
 
 from sqlalchemy import inspect
 
+from granite_storage._threads import put_in_thread
 from granite_storage.errors import ConfigurationError, UnsavedEntityError
 from granite_storage.keys import sanitize_segment
 from granite_storage.manager import StorageManager
@@ -27,8 +26,6 @@ __all__ = [
     "UploadFileLike",
     "configure_storage_manager",
 ]
-
-_T = TypeVar("_T")
 
 
 class UploadFileLike(Protocol):
@@ -326,30 +323,7 @@ class StoredContentOperations:
     ) -> StoredObjectRef:
         manager, previous_ref = self._prepare(delete_previous)
         arguments = self._key_arguments(**key)
-        # If the awaiting task is cancelled, the worker thread still runs to its end (a thread cannot
-        # be stopped); whichever side learns last of the other deletes the object nothing will use.
-        lock = threading.Lock()
-        stored: list[StoredObjectRef] = []
-        abandoned = False
-
-        def work() -> StoredObjectRef:
-            ref = put(manager, arguments)
-            with lock:
-                if not abandoned:
-                    stored.append(ref)
-                    return ref
-            manager.delete(ref)
-            return ref
-
-        try:
-            new_ref = await _run_in_thread(work)
-        except BaseException:
-            with lock:
-                abandoned = True
-                leftovers = list(stored)
-            for ref in leftovers:
-                manager.delete(ref)
-            raise
+        new_ref = await put_in_thread(manager, lambda: put(manager, arguments))
         self._point_at(manager, new_ref, previous_ref, delete_previous=delete_previous)
         return new_ref
 
@@ -494,13 +468,3 @@ def _charset(content_type: str | None) -> str | None:
         if name.strip().lower() == "charset" and value.strip():
             return value.strip().strip('"')
     return None
-
-
-async def _run_in_thread(func: Callable[[], _T]) -> _T:
-    """Run blocking ``func`` in a worker thread: AnyIO's (asyncio or trio), else asyncio's."""
-    try:
-        from anyio import to_thread  # optional; present wherever FastAPI is
-    except ImportError:
-        return await asyncio.to_thread(func)
-    # Not abandoned on cancellation: the caller learns of a stored object and can delete it.
-    return await to_thread.run_sync(func)

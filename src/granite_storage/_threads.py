@@ -1,0 +1,73 @@
+"""Blocking storage work awaited from async code: run in a worker thread, never lost to a cancellation.
+
+Shared by the models' ``set_content_from_uploadfile`` and the FastAPI integration's upload helpers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable
+from typing import TypeVar
+
+from granite_storage.manager import StorageManager
+from granite_storage.refs import StoredObjectRef
+
+__all__ = ["put_in_thread", "run_in_thread"]
+
+_T = TypeVar("_T")
+
+
+async def run_in_thread(func: Callable[[], _T]) -> _T:
+    """Run blocking ``func`` in a worker thread: AnyIO's (asyncio or trio), else asyncio's."""
+    try:
+        from anyio import to_thread  # optional; present wherever FastAPI is
+    except ImportError:
+        return await asyncio.to_thread(func)
+    # Not abandoned on cancellation: the caller learns of a stored object and can delete it.
+    return await to_thread.run_sync(func)
+
+
+async def put_in_thread(manager: StorageManager, put: Callable[[], StoredObjectRef]) -> StoredObjectRef:
+    """Await ``put`` (a blocking store through ``manager``) run in a worker thread; return its reference.
+
+    If the awaiting task is cancelled, the worker thread still runs to its end (a thread cannot be
+    stopped), and the object it stores is deleted, whichever side learns last of the other: a cancelled
+    upload leaves nothing behind. The cancellation is re-raised once the thread has ended.
+    """
+    lock = threading.Lock()
+    stored: list[StoredObjectRef] = []
+    abandoned = False
+
+    def work() -> StoredObjectRef:
+        ref = put()
+        with lock:
+            if not abandoned:
+                stored.append(ref)
+                return ref
+        manager.delete(ref)
+        return ref
+
+    try:
+        ref = await run_in_thread(work)
+        # AnyIO holds a cancellation back until the thread has returned, then delivers it at the next
+        # checkpoint: that must be here, where the object is still ours to delete, not in the caller.
+        await _checkpoint_if_cancelled()
+    except BaseException:
+        with lock:
+            abandoned = True
+            leftovers = list(stored)
+        for stored_ref in leftovers:
+            manager.delete(stored_ref)
+        raise
+    return ref
+
+
+async def _checkpoint_if_cancelled() -> None:
+    """Raise the cancellation pending on the current task, if any."""
+    try:
+        from anyio import lowlevel
+    except ImportError:
+        await asyncio.sleep(0)
+        return
+    await lowlevel.checkpoint_if_cancelled()
