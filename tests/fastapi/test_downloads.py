@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import threading
 from collections.abc import Iterator
@@ -125,6 +126,24 @@ def test_an_object_without_content_type_is_served_as_octet_stream(
     response = httpx.get(f"{base_url}/objects/bare")
     assert response.headers["content-type"] == "application/octet-stream"
     assert response.headers["content-disposition"] == "attachment"
+
+
+@pytest.mark.parametrize(
+    ("name", "content_type"),
+    [("page.html", None), ("page.html", "text/html\r\nSet-Cookie: a=b"), ("x.bin", "not a type")],
+    ids=["none-recorded", "header-injection", "malformed"],
+)
+def test_a_missing_or_invalid_recorded_content_type_is_served_as_octet_stream(
+    base_url: str, manager: StorageManager, service: Service, name: str, content_type: str | None
+) -> None:
+    # A row written by another program, or edited: the type served is the recorded one, as a
+    # presigned URL would sign it, never guessed from the (uploader's) filename.
+    stored = put(manager, b"<script>alert(1)</script>", name, "text/plain")
+    service.refs["edited"] = dataclasses.replace(stored, content_type=content_type)
+    response = httpx.get(f"{base_url}/objects/edited", params={"inline": True})
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/octet-stream"
+    assert "set-cookie" not in response.headers
 
 
 @pytest.mark.parametrize(

@@ -46,8 +46,8 @@ from granite_storage.errors import (
     StoragePermissionError,
     UnsupportedOperationError,
 )
-from granite_storage.headers import content_disposition
-from granite_storage.manager import StorageManager, _content_type
+from granite_storage.headers import check_content_type, content_disposition
+from granite_storage.manager import StorageManager
 from granite_storage.orm.content import UploadFileLike
 from granite_storage.refs import StoredObjectRef
 from granite_storage.streams import DEFAULT_CHUNK_SIZE
@@ -438,9 +438,15 @@ def _etag(ref: StoredObjectRef) -> str | None:
 
 
 def _served_content_type(ref: StoredObjectRef) -> str:
-    """The reference's content type if it is valid (a row may have been edited), else a safe default."""
+    """The reference's content type if it is valid (a row may have been edited), else a safe default.
+
+    As :meth:`StorageManager.url` signs into a presigned URL: nothing is guessed at serving time (the
+    type was guessed from the filename when the object was stored, if it could be).
+    """
+    if ref.content_type is None:
+        return "application/octet-stream"
     try:
-        return _content_type(ref.content_type, ref.original_filename) or "application/octet-stream"
+        return check_content_type(ref.content_type)
     except InvalidMetadataError:
         logger.warning("not serving the invalid content type %r of %r", ref.content_type, ref.location)
         return "application/octet-stream"
