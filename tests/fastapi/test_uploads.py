@@ -154,6 +154,37 @@ def test_a_chunked_body_over_the_limit_is_refused_and_leaves_nothing(
     assert files_under(storage_root) == []
 
 
+def test_slow_request_bodies_cannot_take_the_threads_other_requests_need(
+    base_url: str, service: Service, storage_root: Path
+) -> None:
+    """A body is stored by a thread that waits on its client: clients that send slowly (or stall)
+    must not take the worker threads downloads, sync endpoints and sync dependencies run on."""
+    files = {"file": ("doc.txt", b"a document", "text/plain")}
+    assert httpx.post(f"{base_url}/uploads/doc", files=files).status_code == 201
+    assert httpx.put(f"{base_url}/default-threads/2").status_code == 204
+    address = urlsplit(base_url)
+    stalled = [socket.create_connection((address.hostname, address.port), timeout=30) for _ in range(2)]
+    try:
+        for number, connection in enumerate(stalled):
+            connection.sendall(
+                f"PUT /bodies/slow{number} HTTP/1.1\r\nHost: test\r\nContent-Length: 100000\r\n\r\n".encode()
+                + b"first bytes"
+            )
+        ready = threading.Event()
+        while not ready.is_set():  # each stalled upload's thread has created its temporary file
+            if len(files_under(storage_root)) == 3:
+                ready.set()
+            ready.wait(0.01)
+        response = httpx.get(f"{base_url}/objects/doc", timeout=30)  # needs a worker thread
+        assert (response.status_code, response.content) == (200, b"a document")
+    finally:
+        for connection in stalled:
+            connection.close()
+    while len(files_under(storage_root)) > 1:  # the stalled uploads end, and leave nothing
+        ready.wait(0.01)
+    assert "slow0" not in service.refs
+
+
 @pytest.mark.anyio
 async def test_a_cancelled_store_upload_leaves_nothing_behind(
     manager: StorageManager, storage_root: Path

@@ -27,7 +27,8 @@ from functools import partial
 from typing import TYPE_CHECKING, Annotated, Any, BinaryIO, Literal
 
 import anyio
-from anyio import from_thread, to_thread
+from anyio import CapacityLimiter, from_thread, to_thread
+from anyio.lowlevel import RunVar
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy.orm import Session, sessionmaker
@@ -57,6 +58,7 @@ if TYPE_CHECKING:
     import sqlalchemy.ext.asyncio
 
 __all__ = [
+    "REQUEST_BODY_THREADS",
     "StorageManagerDep",
     "get_async_session",
     "get_session",
@@ -251,6 +253,7 @@ async def store_request_body(
     filename: str | None = None,
     content_type: str | None = None,
     extra: Mapping[str, Any] | None = None,
+    limiter: CapacityLimiter | None = None,
 ) -> StoredObjectRef:
     """Stream the raw request body (``PUT /files/x.pdf`` with the bytes as body) into storage.
 
@@ -258,6 +261,12 @@ async def store_request_body(
     without one (chunked) is refused as soon as it passes the limit, and the client's remaining bytes
     are never read. The body goes from the socket to the backend chunk by chunk in a worker thread,
     with no temporary file. ``content_type`` defaults to the request's ``Content-Type``.
+
+    That thread waits on the client for as long as it takes to send the body, so it is not one of
+    the threads the rest of the application runs blocking work on (downloads, ``def`` endpoints and
+    dependencies): it comes from a pool of its own, :data:`REQUEST_BODY_THREADS` threads per event
+    loop, or ``limiter``. Clients that send slowly can make further request bodies wait for a thread,
+    never other requests; a server timeout on slow bodies (in the reverse proxy) bounds the wait.
 
     Raises:
         ContentTooLargeError: the body is over the slot's ``max_size``; nothing was stored.
@@ -280,7 +289,24 @@ async def store_request_body(
             original_filename=filename,
             extra=extra,
         ),
+        limiter=limiter or _request_body_limiter(),
     )
+
+
+#: How many request bodies :func:`store_request_body` stores at once, per event loop, by default.
+REQUEST_BODY_THREADS = 40
+
+_REQUEST_BODY_LIMITER: RunVar[CapacityLimiter] = RunVar("granite_storage_request_body_limiter")
+
+
+def _request_body_limiter() -> CapacityLimiter:
+    """This event loop's pool for request bodies (AnyIO keeps its own default limiter the same way)."""
+    try:
+        return _REQUEST_BODY_LIMITER.get()
+    except LookupError:
+        limiter = CapacityLimiter(REQUEST_BODY_THREADS)
+        _REQUEST_BODY_LIMITER.set(limiter)
+        return limiter
 
 
 _DIGITS = re.compile(r"[0-9]{1,19}")
