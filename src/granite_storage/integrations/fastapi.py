@@ -121,6 +121,9 @@ def get_session(request: Request) -> Iterator[Session]:
 
     The endpoint commits; a session left uncommitted (an exception, an early return) is rolled back
     when it closes, and with :func:`~granite_storage.track_storage` the objects it stored are deleted.
+    FastAPI closes it after the response has been sent: an endpoint returning a
+    :func:`storage_response` should close the session first, so that a slow download holds no
+    database connection.
 
     Raises:
         ConfigurationError: no synchronous ``sessionmaker`` was given to :func:`install_storage`.
