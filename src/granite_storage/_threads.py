@@ -70,10 +70,29 @@ async def put_in_thread(
         with lock:
             abandoned = True
             leftovers = list(stored)
-        for stored_ref in leftovers:
-            manager.delete(stored_ref)
+        if leftovers:
+            await _delete_shielded(manager, leftovers)
         raise
     return ref
+
+
+async def _delete_shielded(manager: StorageManager, refs: list[StoredObjectRef]) -> None:
+    """Delete ``refs`` in a worker thread, shielded from the cancellation of the awaiting task.
+
+    A backend call must not block the event loop, cancelled or not.
+    """
+
+    def delete() -> None:
+        for ref in refs:
+            manager.delete(ref)
+
+    try:
+        from anyio import CancelScope, to_thread
+    except ImportError:
+        await asyncio.shield(asyncio.to_thread(delete))  # if cancelled again, the thread goes on
+        return
+    with CancelScope(shield=True):
+        await to_thread.run_sync(delete)
 
 
 async def _checkpoint_if_cancelled() -> None:

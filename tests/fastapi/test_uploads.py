@@ -204,3 +204,34 @@ async def test_a_cancelled_store_upload_leaves_nothing_behind(
             gated.release.set()  # the worker thread stores it to the end, then deletes it
     assert not scope.cancelled_caught
     assert files_under(storage_root) == []
+
+
+class DeletionRecordingBackend(LocalStorageBackend):
+    """The local backend, recording the thread each deletion runs in."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.deleting_threads: list[int] = []
+
+    def delete(self, key: str) -> None:
+        self.deleting_threads.append(threading.get_ident())
+        super().delete(key)
+
+
+@pytest.mark.anyio
+async def test_the_object_of_a_cancelled_upload_is_deleted_off_the_event_loop(
+    storage_root: Path, empty_host: PluginHost
+) -> None:
+    backend = DeletionRecordingBackend(storage_root)
+    policy = StoragePolicy("files", backend_key="local")
+    manager = StorageManager(backends={"local": backend}, policies={"files": policy}, plugins=empty_host)
+    gated = GatedFile(b"x" * 300_000)
+    key: dict[str, Any] = {"storage_key": "files", "model_name": "test", "entity_id": "1", "field_name": "f"}
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(partial(store_upload, manager, GatedUpload(cast(BinaryIO, gated)), **key))
+        await anyio.to_thread.run_sync(gated.reading.wait)
+        tasks.cancel_scope.cancel()
+        gated.release.set()  # stored to the end, then deleted: by a thread, not the event loop's
+    assert files_under(storage_root) == []
+    assert len(backend.deleting_threads) == 1
+    assert threading.get_ident() not in backend.deleting_threads
