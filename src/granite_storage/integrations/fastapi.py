@@ -292,7 +292,7 @@ async def store_request_body(
             original_filename=filename,
             extra=extra,
         ),
-        limiter=limiter or _request_body_limiter(),
+        limiter=_request_body_limiter() if limiter is None else limiter,
     )
 
 
