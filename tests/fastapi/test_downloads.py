@@ -163,6 +163,14 @@ def test_a_matching_if_none_match_answers_304(
     assert response.headers["etag"] == etag
 
 
+def test_an_if_none_match_list_split_over_several_header_lines_is_read_whole(
+    base_url: str, ref: StoredObjectRef
+) -> None:
+    # RFC 9110 5.3: a list-valued field may come as several lines (a proxy may split it so).
+    headers = [("if-none-match", '"other"'), ("if-none-match", f'"{ref.sha256}"')]
+    assert httpx.get(f"{base_url}/objects/doc", headers=headers).status_code == 304
+
+
 def test_a_different_etag_gets_the_object(base_url: str) -> None:
     response = httpx.get(f"{base_url}/objects/doc", headers={"if-none-match": '"something-else"'})
     assert response.status_code == 200

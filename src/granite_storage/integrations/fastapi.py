@@ -487,9 +487,10 @@ def _opaque(tag: str) -> str:
 
 
 def _not_modified(request: Request, etag: str | None, last_modified: datetime) -> bool:
-    if_none_match = request.headers.get("if-none-match")
-    if if_none_match is not None:  # when present, If-Modified-Since is ignored (RFC 9110 13.1.3)
-        tags = [_opaque(tag) for tag in if_none_match.split(",")]
+    # A list may come split over several header lines (RFC 9110 5.3): they are one list.
+    if_none_match = request.headers.getlist("if-none-match")
+    if if_none_match:  # when present, If-Modified-Since is ignored (RFC 9110 13.1.3)
+        tags = [_opaque(tag) for tag in ",".join(if_none_match).split(",")]
         return "*" in tags or (etag is not None and etag in tags)
     since = _http_date(request.headers.get("if-modified-since"))
     return since is not None and last_modified <= since
