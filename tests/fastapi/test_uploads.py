@@ -185,6 +185,30 @@ def test_slow_request_bodies_cannot_take_the_threads_other_requests_need(
     assert "slow0" not in service.refs
 
 
+def test_a_client_that_goes_away_mid_body_leaves_nothing(
+    base_url: str, service: Service, storage_root: Path
+) -> None:
+    address = urlsplit(base_url)
+    with socket.create_connection((address.hostname, address.port), timeout=30) as connection:
+        connection.sendall(
+            b"PUT /bodies/cut HTTP/1.1\r\nHost: test\r\nContent-Length: 1000000\r\n\r\n" + b"x" * 300_000
+        )
+        waiting = threading.Event()
+        for _ in range(3000):  # the upload's thread has created its temporary file
+            if files_under(storage_root):
+                break
+            waiting.wait(0.01)
+        assert files_under(storage_root), "the upload never started"
+    # The connection is closed with most of the body unsent: the upload fails, and its temporary file
+    # goes. Polled, since it happens on the server's own time.
+    for _ in range(3000):
+        if not files_under(storage_root):
+            break
+        waiting.wait(0.01)
+    assert files_under(storage_root) == []
+    assert "cut" not in service.refs
+
+
 @pytest.mark.anyio
 async def test_a_cancelled_store_upload_leaves_nothing_behind(
     manager: StorageManager, storage_root: Path
