@@ -27,6 +27,7 @@ from granite_storage import (
     StoragePolicy,
     StoredObjectRef,
 )
+from granite_storage.headers import check_content_type
 from granite_storage.keys import is_within_prefix
 from granite_storage_local import LocalStorageBackend
 
@@ -616,6 +617,12 @@ def test_an_invalid_content_type_raises_invalid_metadata_error_and_stores_nothin
 def test_a_content_type_with_cr_lf_before_its_parameters_is_refused(manager: StorageManager) -> None:
     with pytest.raises(InvalidMetadataError):
         put(manager, content_type="text/plain\r\n; charset=utf-8")
+
+
+def test_check_content_type_is_the_validation_the_manager_applies() -> None:
+    assert check_content_type(" text/plain; charset=utf-8\t") == "text/plain; charset=utf-8"
+    with pytest.raises(InvalidMetadataError):
+        check_content_type("text/plain\nX-Injected: yes")
 
 
 def test_a_non_ascii_content_type_is_refused(manager: StorageManager) -> None:

@@ -167,12 +167,15 @@ async def download_document(
 
     With ``redirect=true``, a file on S3 is served by a redirect to a short-lived presigned URL.
     """
-    document = await _document(session, document_id)
-    if document.content_ref is None:
+    ref = (await _document(session, document_id)).content_ref
+    # The body streams for as long as the client takes, and FastAPI closes the session only once it
+    # is sent: end the read now rather than hold a pooled database connection for the whole download.
+    await session.close()
+    if ref is None:
         raise HTTPException(404, "the document has no file")
     return storage_response(
         manager,
-        document.content_ref,
+        ref,
         request,
         disposition="inline" if inline else "attachment",
         redirect=redirect,

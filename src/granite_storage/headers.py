@@ -7,7 +7,15 @@ import unicodedata
 from typing import Literal
 from urllib.parse import quote
 
-__all__ = ["MAX_ENCODED_FILENAME", "content_disposition", "encode_filename", "shorten_filename"]
+from granite_storage.errors import InvalidMetadataError
+
+__all__ = [
+    "MAX_ENCODED_FILENAME",
+    "check_content_type",
+    "content_disposition",
+    "encode_filename",
+    "shorten_filename",
+]
 
 #: The longest filename, percent-encoded, that :func:`shorten_filename` leaves (1 KiB): it fits S3's
 #: 2 KiB of object metadata, and keeps a ``Content-Disposition`` header or a presigned URL bounded.
@@ -16,6 +24,27 @@ MAX_ENCODED_FILENAME = 1024
 # What may stand inside the quoted ASCII fallback: printable ASCII less the quote and the backslash.
 _UNQUOTABLE = re.compile(r'[^\x20-\x7e]|["\\]')
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# type "/" subtype [ parameters ]: RFC 6838 token characters, printable ASCII parameters, no CR/LF.
+_MIME_NAME = r"[A-Za-z0-9!#$&^_.+-]+"
+_CONTENT_TYPE = re.compile(rf"{_MIME_NAME}/{_MIME_NAME}([ \t]*;[\x20-\x7e]*)?")
+
+
+def check_content_type(content_type: str) -> str:
+    """``content_type`` without surrounding whitespace, if it is fit for a ``Content-Type`` header.
+
+    That is ``type/subtype`` in RFC 6838 token characters, optionally followed by parameters in
+    printable ASCII: no control character (CR and LF included) can get through.
+
+    >>> check_content_type(" text/plain; charset=utf-8 ")
+    'text/plain; charset=utf-8'
+
+    Raises:
+        InvalidMetadataError: ``content_type`` is not such a value.
+    """
+    value = content_type.strip()
+    if not _CONTENT_TYPE.fullmatch(value):
+        raise InvalidMetadataError(f"not a valid content type: {content_type!r}")
+    return value
 
 
 def content_disposition(

@@ -7,7 +7,6 @@ import hmac
 import io
 import logging
 import mimetypes
-import re
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from types import MappingProxyType
@@ -23,7 +22,7 @@ from granite_storage.errors import (
     InvalidMetadataError,
     InvalidReferenceError,
 )
-from granite_storage.headers import content_disposition
+from granite_storage.headers import check_content_type, content_disposition
 from granite_storage.keys import build_object_key, is_within_prefix, validate_key
 from granite_storage.plugins import PluginHost, default_plugin_host
 from granite_storage.policy import StoragePolicy
@@ -33,10 +32,6 @@ from granite_storage.streams import DEFAULT_CHUNK_SIZE, HashingReader, Readable,
 __all__ = ["StorageManager"]
 
 logger = logging.getLogger(__name__)
-
-# type "/" subtype [ parameters ]: RFC 6838 token characters, printable ASCII parameters, no CR/LF.
-_MIME_NAME = r"[A-Za-z0-9!#$&^_.+-]+"
-_CONTENT_TYPE = re.compile(rf"^{_MIME_NAME}/{_MIME_NAME}([ \t]*;[\x20-\x7e]*)?$")
 
 
 class StorageManager:
@@ -443,7 +438,4 @@ def _content_type(content_type: str | None, original_filename: str | None) -> st
         if original_filename:
             return mimetypes.guess_type(original_filename, strict=False)[0]
         return None
-    content_type = content_type.strip()
-    if not _CONTENT_TYPE.match(content_type):
-        raise InvalidMetadataError(f"not a valid content type: {content_type!r}")
-    return content_type
+    return check_content_type(content_type)

@@ -7,6 +7,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, cast
 
+from anyio import to_thread
 from fastapi import FastAPI, Request, UploadFile
 from fastapi.responses import Response
 
@@ -124,6 +125,11 @@ def build_service(manager: StorageManager) -> Service:
             disposition="inline" if inline else "attachment",
             headers={"Cache-Control": cache_control} if cache_control else None,
         )
+
+    @app.put("/default-threads/{tokens}", status_code=204)
+    async def limit_default_threads(tokens: int) -> None:
+        """Shrink the worker threads AnyIO lends blocking work (40 by default), for a test to exhaust."""
+        to_thread.current_default_thread_limiter().total_tokens = tokens
 
     @app.get("/errors/{kind}")
     async def fail(kind: str) -> None:

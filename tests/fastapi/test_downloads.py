@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import threading
 from collections.abc import Iterator
@@ -128,6 +129,24 @@ def test_an_object_without_content_type_is_served_as_octet_stream(
 
 
 @pytest.mark.parametrize(
+    ("name", "content_type"),
+    [("page.html", None), ("page.html", "text/html\r\nSet-Cookie: a=b"), ("x.bin", "not a type")],
+    ids=["none-recorded", "header-injection", "malformed"],
+)
+def test_a_missing_or_invalid_recorded_content_type_is_served_as_octet_stream(
+    base_url: str, manager: StorageManager, service: Service, name: str, content_type: str | None
+) -> None:
+    # A row written by another program, or edited: the type served is the recorded one, as a
+    # presigned URL would sign it, never guessed from the (uploader's) filename.
+    stored = put(manager, b"<script>alert(1)</script>", name, "text/plain")
+    service.refs["edited"] = dataclasses.replace(stored, content_type=content_type)
+    response = httpx.get(f"{base_url}/objects/edited", params={"inline": True})
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/octet-stream"
+    assert "set-cookie" not in response.headers
+
+
+@pytest.mark.parametrize(
     "if_none_match",
     ["{etag}", "W/{etag}", '"other", {etag}', "*"],
     ids=["exact", "weak", "in-a-list", "star"],
@@ -142,6 +161,14 @@ def test_a_matching_if_none_match_answers_304(
     assert response.status_code == 304
     assert response.content == b""
     assert response.headers["etag"] == etag
+
+
+def test_an_if_none_match_list_split_over_several_header_lines_is_read_whole(
+    base_url: str, ref: StoredObjectRef
+) -> None:
+    # RFC 9110 5.3: a list-valued field may come as several lines (a proxy may split it so).
+    headers = [("if-none-match", '"other"'), ("if-none-match", f'"{ref.sha256}"')]
+    assert httpx.get(f"{base_url}/objects/doc", headers=headers).status_code == 304
 
 
 def test_a_different_etag_gets_the_object(base_url: str) -> None:

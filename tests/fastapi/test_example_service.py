@@ -143,6 +143,24 @@ def test_a_200_mb_upload_streams_in_and_out_with_ranges(start: Start) -> None:
         assert tail.content == BLOCK[-10:]
 
 
+def test_a_download_in_progress_holds_no_database_connection(tmp_path: Path, storage_root: Path) -> None:
+    """A slow client can take minutes over a download: it must not keep a pooled connection that long
+    (a pool of 5 + 10 would be exhausted by 15 slow downloads, and every other request would wait)."""
+    config = write_config(tmp_path / "storage.toml", {"type": "local", "root": str(storage_root)}, "1GiB")
+    app = example.create_app(
+        example.Settings(
+            storage_config=config, database_url=f"sqlite+aiosqlite:///{tmp_path / 'documents.db'}"
+        )
+    )
+    pool = app.state.granite_storage_sessions.kw["bind"].sync_engine.pool
+    with serve(app) as url, httpx.Client(base_url=url, timeout=60) as client:
+        document = upload(client, "large.bin", RepeatingFile(64 * MIB), "application/octet-stream").json()
+        with client.stream("GET", f"/documents/{document['id']}/content") as response:
+            assert response.status_code == 200
+            next(response.iter_raw(MIB))  # the response has started; most of it is still unsent
+            assert pool.checkedout() == 0
+
+
 def test_an_over_limit_upload_is_refused_with_413_leaving_no_file_and_no_row(
     start: Start, storage_root: Path
 ) -> None:

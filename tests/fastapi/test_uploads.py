@@ -154,6 +154,61 @@ def test_a_chunked_body_over_the_limit_is_refused_and_leaves_nothing(
     assert files_under(storage_root) == []
 
 
+def test_slow_request_bodies_cannot_take_the_threads_other_requests_need(
+    base_url: str, service: Service, storage_root: Path
+) -> None:
+    """A body is stored by a thread that waits on its client: clients that send slowly (or stall)
+    must not take the worker threads downloads, sync endpoints and sync dependencies run on."""
+    files = {"file": ("doc.txt", b"a document", "text/plain")}
+    assert httpx.post(f"{base_url}/uploads/doc", files=files).status_code == 201
+    assert httpx.put(f"{base_url}/default-threads/2").status_code == 204
+    address = urlsplit(base_url)
+    stalled = [socket.create_connection((address.hostname, address.port), timeout=30) for _ in range(2)]
+    try:
+        for number, connection in enumerate(stalled):
+            connection.sendall(
+                f"PUT /bodies/slow{number} HTTP/1.1\r\nHost: test\r\nContent-Length: 100000\r\n\r\n".encode()
+                + b"first bytes"
+            )
+        ready = threading.Event()
+        while not ready.is_set():  # each stalled upload's thread has created its temporary file
+            if len(files_under(storage_root)) == 3:
+                ready.set()
+            ready.wait(0.01)
+        response = httpx.get(f"{base_url}/objects/doc", timeout=30)  # needs a worker thread
+        assert (response.status_code, response.content) == (200, b"a document")
+    finally:
+        for connection in stalled:
+            connection.close()
+    while len(files_under(storage_root)) > 1:  # the stalled uploads end, and leave nothing
+        ready.wait(0.01)
+    assert "slow0" not in service.refs
+
+
+def test_a_client_that_goes_away_mid_body_leaves_nothing(
+    base_url: str, service: Service, storage_root: Path
+) -> None:
+    address = urlsplit(base_url)
+    with socket.create_connection((address.hostname, address.port), timeout=30) as connection:
+        connection.sendall(
+            b"PUT /bodies/cut HTTP/1.1\r\nHost: test\r\nContent-Length: 1000000\r\n\r\n" + b"x" * 300_000
+        )
+        waiting = threading.Event()
+        for _ in range(3000):  # the upload's thread has created its temporary file
+            if files_under(storage_root):
+                break
+            waiting.wait(0.01)
+        assert files_under(storage_root), "the upload never started"
+    # The connection is closed with most of the body unsent: the upload fails, and its temporary file
+    # goes. Polled, since it happens on the server's own time.
+    for _ in range(3000):
+        if not files_under(storage_root):
+            break
+        waiting.wait(0.01)
+    assert files_under(storage_root) == []
+    assert "cut" not in service.refs
+
+
 @pytest.mark.anyio
 async def test_a_cancelled_store_upload_leaves_nothing_behind(
     manager: StorageManager, storage_root: Path
@@ -173,3 +228,34 @@ async def test_a_cancelled_store_upload_leaves_nothing_behind(
             gated.release.set()  # the worker thread stores it to the end, then deletes it
     assert not scope.cancelled_caught
     assert files_under(storage_root) == []
+
+
+class DeletionRecordingBackend(LocalStorageBackend):
+    """The local backend, recording the thread each deletion runs in."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.deleting_threads: list[int] = []
+
+    def delete(self, key: str) -> None:
+        self.deleting_threads.append(threading.get_ident())
+        super().delete(key)
+
+
+@pytest.mark.anyio
+async def test_the_object_of_a_cancelled_upload_is_deleted_off_the_event_loop(
+    storage_root: Path, empty_host: PluginHost
+) -> None:
+    backend = DeletionRecordingBackend(storage_root)
+    policy = StoragePolicy("files", backend_key="local")
+    manager = StorageManager(backends={"local": backend}, policies={"files": policy}, plugins=empty_host)
+    gated = GatedFile(b"x" * 300_000)
+    key: dict[str, Any] = {"storage_key": "files", "model_name": "test", "entity_id": "1", "field_name": "f"}
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(partial(store_upload, manager, GatedUpload(cast(BinaryIO, gated)), **key))
+        await anyio.to_thread.run_sync(gated.reading.wait)
+        tasks.cancel_scope.cancel()
+        gated.release.set()  # stored to the end, then deleted: by a thread, not the event loop's
+    assert files_under(storage_root) == []
+    assert len(backend.deleting_threads) == 1
+    assert threading.get_ident() not in backend.deleting_threads

@@ -27,7 +27,8 @@ from functools import partial
 from typing import TYPE_CHECKING, Annotated, Any, BinaryIO, Literal
 
 import anyio
-from anyio import from_thread, to_thread
+from anyio import CapacityLimiter, from_thread, to_thread
+from anyio.lowlevel import RunVar
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy.orm import Session, sessionmaker
@@ -46,8 +47,8 @@ from granite_storage.errors import (
     StoragePermissionError,
     UnsupportedOperationError,
 )
-from granite_storage.headers import content_disposition
-from granite_storage.manager import StorageManager, _content_type
+from granite_storage.headers import check_content_type, content_disposition
+from granite_storage.manager import StorageManager
 from granite_storage.orm.content import UploadFileLike
 from granite_storage.refs import StoredObjectRef
 from granite_storage.streams import DEFAULT_CHUNK_SIZE
@@ -57,6 +58,7 @@ if TYPE_CHECKING:
     import sqlalchemy.ext.asyncio
 
 __all__ = [
+    "REQUEST_BODY_THREADS",
     "StorageManagerDep",
     "get_async_session",
     "get_session",
@@ -119,6 +121,9 @@ def get_session(request: Request) -> Iterator[Session]:
 
     The endpoint commits; a session left uncommitted (an exception, an early return) is rolled back
     when it closes, and with :func:`~granite_storage.track_storage` the objects it stored are deleted.
+    FastAPI closes it after the response has been sent: an endpoint returning a
+    :func:`storage_response` should close the session first, so that a slow download holds no
+    database connection.
 
     Raises:
         ConfigurationError: no synchronous ``sessionmaker`` was given to :func:`install_storage`.
@@ -251,6 +256,7 @@ async def store_request_body(
     filename: str | None = None,
     content_type: str | None = None,
     extra: Mapping[str, Any] | None = None,
+    limiter: CapacityLimiter | None = None,
 ) -> StoredObjectRef:
     """Stream the raw request body (``PUT /files/x.pdf`` with the bytes as body) into storage.
 
@@ -258,6 +264,12 @@ async def store_request_body(
     without one (chunked) is refused as soon as it passes the limit, and the client's remaining bytes
     are never read. The body goes from the socket to the backend chunk by chunk in a worker thread,
     with no temporary file. ``content_type`` defaults to the request's ``Content-Type``.
+
+    That thread waits on the client for as long as it takes to send the body, so it is not one of
+    the threads the rest of the application runs blocking work on (downloads, ``def`` endpoints and
+    dependencies): it comes from a pool of its own, :data:`REQUEST_BODY_THREADS` threads per event
+    loop, or ``limiter``. Clients that send slowly can make further request bodies wait for a thread,
+    never other requests; a server timeout on slow bodies (in the reverse proxy) bounds the wait.
 
     Raises:
         ContentTooLargeError: the body is over the slot's ``max_size``; nothing was stored.
@@ -280,7 +292,24 @@ async def store_request_body(
             original_filename=filename,
             extra=extra,
         ),
+        limiter=_request_body_limiter() if limiter is None else limiter,
     )
+
+
+#: How many request bodies :func:`store_request_body` stores at once, per event loop, by default.
+REQUEST_BODY_THREADS = 40
+
+_REQUEST_BODY_LIMITER: RunVar[CapacityLimiter] = RunVar("granite_storage_request_body_limiter")
+
+
+def _request_body_limiter() -> CapacityLimiter:
+    """This event loop's pool for request bodies (AnyIO keeps its own default limiter the same way)."""
+    try:
+        return _REQUEST_BODY_LIMITER.get()
+    except LookupError:
+        limiter = CapacityLimiter(REQUEST_BODY_THREADS)
+        _REQUEST_BODY_LIMITER.set(limiter)
+        return limiter
 
 
 _DIGITS = re.compile(r"[0-9]{1,19}")
@@ -438,9 +467,15 @@ def _etag(ref: StoredObjectRef) -> str | None:
 
 
 def _served_content_type(ref: StoredObjectRef) -> str:
-    """The reference's content type if it is valid (a row may have been edited), else a safe default."""
+    """The reference's content type if it is valid (a row may have been edited), else a safe default.
+
+    As :meth:`StorageManager.url` signs into a presigned URL: nothing is guessed at serving time (the
+    type was guessed from the filename when the object was stored, if it could be).
+    """
+    if ref.content_type is None:
+        return "application/octet-stream"
     try:
-        return _content_type(ref.content_type, ref.original_filename) or "application/octet-stream"
+        return check_content_type(ref.content_type)
     except InvalidMetadataError:
         logger.warning("not serving the invalid content type %r of %r", ref.content_type, ref.location)
         return "application/octet-stream"
@@ -452,9 +487,10 @@ def _opaque(tag: str) -> str:
 
 
 def _not_modified(request: Request, etag: str | None, last_modified: datetime) -> bool:
-    if_none_match = request.headers.get("if-none-match")
-    if if_none_match is not None:  # when present, If-Modified-Since is ignored (RFC 9110 13.1.3)
-        tags = [_opaque(tag) for tag in if_none_match.split(",")]
+    # A list may come split over several header lines (RFC 9110 5.3): they are one list.
+    if_none_match = request.headers.getlist("if-none-match")
+    if if_none_match:  # when present, If-Modified-Since is ignored (RFC 9110 13.1.3)
+        tags = [_opaque(tag) for tag in ",".join(if_none_match).split(",")]
         return "*" in tags or (etag is not None and etag in tags)
     since = _http_date(request.headers.get("if-modified-since"))
     return since is not None and last_modified <= since
