@@ -147,6 +147,28 @@ def test_a_missing_or_invalid_recorded_content_type_is_served_as_octet_stream(
 
 
 @pytest.mark.parametrize(
+    ("name", "content_type", "sandboxed"),
+    [
+        ("page.html", "text/html; charset=utf-8", True),
+        ("image.svg", "image/svg+xml", True),
+        ("feed.xml", "application/xml", True),
+        ("report.pdf", "application/pdf", False),
+        ("photo.png", "image/png", False),
+    ],
+)
+def test_uploaded_documents_that_can_run_scripts_are_sandboxed(
+    base_url: str, manager: StorageManager, service: Service, name: str, content_type: str, sandboxed: bool
+) -> None:
+    # An uploaded page opened inline from the application's origin would run with its cookies.
+    service.refs["active"] = put(manager, b"<script>alert(document.cookie)</script>", name, content_type)
+    for method in ("GET", "HEAD"):
+        response = httpx.request(method, f"{base_url}/objects/active", params={"inline": True})
+        assert response.status_code == 200
+        assert response.headers["content-type"] == content_type
+        assert response.headers.get("content-security-policy") == ("sandbox" if sandboxed else None)
+
+
+@pytest.mark.parametrize(
     "if_none_match",
     ["{etag}", "W/{etag}", '"other", {etag}', "*"],
     ids=["exact", "weak", "in-a-list", "star"],

@@ -366,8 +366,10 @@ def storage_response(
     ``Content-Type``, ``Content-Length``, ``ETag`` (the stored sha256, a strong validator),
     ``Last-Modified`` (when it was stored), ``Accept-Ranges: bytes``, ``X-Content-Type-Options:
     nosniff`` and a ``Content-Disposition`` offering ``filename`` (by default the original filename,
-    encoded for any name, see :func:`granite_storage.headers.content_disposition`). ``headers`` are
-    added (``Cache-Control``, say).
+    encoded for any name, see :func:`granite_storage.headers.content_disposition`). HTML, SVG and
+    other XML documents also get ``Content-Security-Policy: sandbox``, so an uploaded page opened
+    inline cannot run scripts on the application's origin. ``headers`` are added (``Cache-Control``,
+    say).
 
     * ``If-None-Match`` (weak comparison, ``*`` too), else ``If-Modified-Since``, answers ``304``.
     * One ``Range`` of bytes (``bytes=a-b``, ``a-``, ``-n``) answers ``206`` with ``Content-Range``,
@@ -413,6 +415,10 @@ def storage_response(
         ),
         "X-Content-Type-Options": "nosniff",
     }
+    if _is_active_content(served["Content-Type"]):
+        # An uploaded HTML or SVG page opened from this origin would run its scripts with the
+        # application's cookies; sandboxed, it renders as an inert document of an opaque origin.
+        served["Content-Security-Policy"] = "sandbox"
     span = _byte_range(request, etag, last_modified, size)
     if span == "unsatisfiable":
         return Response(status_code=416, headers={**common, "Content-Range": f"bytes */{size}"})
@@ -479,6 +485,15 @@ def _served_content_type(ref: StoredObjectRef) -> str:
     except InvalidMetadataError:
         logger.warning("not serving the invalid content type %r of %r", ref.content_type, ref.location)
         return "application/octet-stream"
+
+
+# Media types a browser renders as a document that can run scripts (besides any ``+xml`` type).
+_ACTIVE_CONTENT = frozenset({"text/html", "application/xhtml+xml", "application/xml", "text/xml"})
+
+
+def _is_active_content(content_type: str) -> bool:
+    media_type = content_type.partition(";")[0].strip().lower()
+    return media_type in _ACTIVE_CONTENT or media_type.endswith("+xml")
 
 
 def _opaque(tag: str) -> str:
