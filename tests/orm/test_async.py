@@ -16,7 +16,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from starlette.datastructures import Headers
 
-from granite_storage import ContentTooLargeError, StorageManager, track_storage
+from granite_storage import ContentTooLargeError, StorageManager, iter_model_storage_refs, track_storage
 from granite_storage.orm import configure_storage_manager, enable_sqlite_savepoints
 
 from ..conftest import files_under
@@ -84,6 +84,23 @@ async def test_the_seed_flow_works_with_an_async_session(
         assert loaded is not None
         assert await asyncio.to_thread(loaded.get_content) == b"stored off the event loop"
     assert len(files_under(storage_root)) == 1
+
+
+async def test_an_async_session_lists_references_with_run_sync(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    async with sessions() as session:
+        doc = Document(title="async")
+        session.add(doc)
+        await session.flush()
+        ref = doc.set_content(b"listed")
+        await session.commit()
+    async with sessions() as session:  # outside a transaction: read on a connection of its own
+        listed = await session.run_sync(
+            lambda sync: list(iter_model_storage_refs(sync, Document, "_file_ref"))
+        )
+        assert listed == [ref]
+        assert not session.in_transaction()
 
 
 async def test_an_async_rollback_deletes_what_the_transaction_stored(

@@ -41,6 +41,30 @@ def test_yields_the_reference_of_every_row_that_has_one(engine: Engine) -> None:
 
 
 @pytest.mark.usefixtures("schema")
+def test_each_call_on_a_long_lived_session_sees_what_was_committed_since(engine: Engine) -> None:
+    # A garbage collector's session lives for many runs. Had the first run's transaction stayed
+    # open, MariaDB's REPEATABLE READ would show every later run the rows of the first one, and a
+    # document committed since would look orphaned.
+    with Session(engine) as collector_session:
+        assert list(iter_model_storage_refs(collector_session, Document, "_file_ref")) == []
+        assert not collector_session.in_transaction()
+        with Session(engine) as writer:
+            [ref] = add_documents(writer, 1)
+            writer.commit()
+        assert list(iter_model_storage_refs(collector_session, Document, "_file_ref")) == [ref]
+
+
+@pytest.mark.usefixtures("schema")
+def test_inside_a_transaction_the_refs_are_read_in_it(engine: Engine) -> None:
+    with Session(engine) as session:
+        [ref] = add_documents(session, 1)  # flushed, not committed: only this transaction sees it
+        assert list(iter_model_storage_refs(session, Document, "_file_ref")) == [ref]
+        assert session.in_transaction()
+        session.rollback()
+        assert list(iter_model_storage_refs(session, Document, "_file_ref")) == []
+
+
+@pytest.mark.usefixtures("schema")
 def test_takes_the_attribute_itself_and_any_field_of_a_multi_file_model(engine: Engine) -> None:
     with Session(engine) as session:
         user = User(name="ada")

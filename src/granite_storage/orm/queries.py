@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Engine, inspect, select
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from granite_storage.errors import ConfigurationError
@@ -31,8 +31,14 @@ def iter_model_storage_refs(
     Streams: only the one column is selected, ``batch_size`` rows at a time (a server-side cursor
     on PostgreSQL and MariaDB), and no ORM objects are built, so memory stays flat on a table of
     millions of rows. Rows without a reference are skipped, including the JSON ``null`` that
-    granite-storage 0.1.0 wrote. The query runs in ``session``'s transaction; consume the iterator
-    before committing or closing it.
+    granite-storage 0.1.0 wrote.
+
+    Inside a transaction of ``session``, the query runs in it and sees what it sees; consume the
+    iterator before committing or closing it. Outside one, each call reads on a connection of its
+    own, closed when the iterator is exhausted or closed, and leaves ``session`` as it was: a
+    long-lived session (a garbage collector's) sees on every call what has been committed since,
+    never the snapshot of an earlier call that a REPEATABLE READ transaction (MariaDB's default)
+    would keep, and holds no lock between calls (SQLite).
 
     Raises:
         ConfigurationError: ``attribute`` is not a :class:`StoredObjectRefType` column of ``model``.
@@ -49,6 +55,17 @@ def iter_model_storage_refs(
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     statement = select(column).where(column.is_not(None)).execution_options(yield_per=batch_size)
-    for ref in session.scalars(statement):
+    bind = session.get_bind(mapper=inspect(model))
+    if session.in_transaction() or not isinstance(bind, Engine):
+        # The caller's transaction, or a session bound to a connection (whose transaction is the
+        # caller's too): read in it.
+        yield from _present(session.scalars(statement))
+        return
+    with bind.connect() as connection:
+        yield from _present(connection.scalars(statement))
+
+
+def _present(refs: Iterable[StoredObjectRef | None]) -> Iterator[StoredObjectRef]:
+    for ref in refs:
         if ref is not None:
             yield ref
