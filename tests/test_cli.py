@@ -36,7 +36,8 @@ MODELS = """
     from sqlalchemy import String
     from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-    from granite_storage import StoredContentMixin, StoredObjectRef, StoredObjectRefType, iter_model_storage_refs
+    from granite_storage import StoredContentMixin, StoredObjectRef, StoredObjectRefType
+    from granite_storage.orm import iter_model_storage_refs
 
 
     class Base(DeclarativeBase):
@@ -149,7 +150,12 @@ def test_plugins_lists_backend_types_with_their_distribution_and_version() -> No
     assert header.split() == ["TYPE", "DISTRIBUTION", "VERSION", "CLASS"]
     local = next(row.split() for row in rows if row.startswith("local "))
     version = importlib.metadata.version("granite-storage-local")
-    assert local == ["local", "granite-storage-local", version, "granite_storage_local.backend:LocalStorageBackend"]
+    assert local == [
+        "local",
+        "granite-storage-local",
+        version,
+        "granite_storage_local.backend:LocalStorageBackend",
+    ]
 
 
 def test_plugins_as_json() -> None:
@@ -167,7 +173,11 @@ def test_a_plugin_that_fails_to_load_is_listed_and_fails_the_command(monkeypatch
 
     def entry_points(**selection: str) -> Any:
         found = real(**selection)
-        return importlib.metadata.EntryPoints([*found, broken]) if selection.get("group") == "granite_storage" else found
+        return (
+            importlib.metadata.EntryPoints([*found, broken])
+            if selection.get("group") == "granite_storage"
+            else found
+        )
 
     monkeypatch.setattr(importlib.metadata, "entry_points", entry_points)
     monkeypatch.delenv("GRANITE_STORAGE_STRICT_PLUGINS", raising=False)
@@ -186,7 +196,12 @@ def test_gc_is_a_dry_run_by_default_and_reports_what_it_would_delete(app: App) -
     assert result.exit_code == EXIT_OK, result.output
     assert "dry run, nothing deleted" in result.output
     table = dict(line.rsplit(None, 1) for line in result.output.splitlines()[1:12] if line.strip())
-    assert (table["objects scanned"], table["referenced"], table["orphaned"], table["deleted"]) == ("2", "1", "1", "0")
+    assert (table["objects scanned"], table["referenced"], table["orphaned"], table["deleted"]) == (
+        "2",
+        "1",
+        "1",
+        "0",
+    )
     assert f"  {lost.location}" in result.output.splitlines()
     assert app.manager.exists(lost)
 
@@ -196,7 +211,10 @@ def test_gc_delete_as_the_installed_console_script(app: App) -> None:
     young = app.orphan(age=60)
     script = Path(sys.executable).parent / "granite-storage"
     completed = subprocess.run(
-        [str(script), *app.arguments("--model", f"{app.module}:Document", "--field", "_file_ref", "--delete", "--json")],
+        [
+            str(script),
+            *app.arguments("--model", f"{app.module}:Document", "--field", "_file_ref", "--delete", "--json"),
+        ],
         cwd=app.directory,
         capture_output=True,
         text=True,
@@ -205,18 +223,28 @@ def test_gc_delete_as_the_installed_console_script(app: App) -> None:
     )
     assert completed.returncode == EXIT_OK, completed.stderr
     report = json.loads(completed.stdout)
-    assert (report["scanned"], report["referenced"], report["skipped_too_young"], report["deleted"]) == (3, 1, 1, 1)
+    assert (report["scanned"], report["referenced"], report["skipped_too_young"], report["deleted"]) == (
+        3,
+        1,
+        1,
+        1,
+    )
     assert report["orphan_sample"] == [lost.location]
     assert not app.manager.exists(lost)
-    assert app.manager.exists(young) and app.manager.get(app.kept) == b"%PDF kept"
+    assert app.manager.exists(young)
+    assert app.manager.get(app.kept) == b"%PDF kept"
 
 
 def test_gc_min_age_sets_the_grace_period(app: App) -> None:
     young = app.orphan(age=60)
-    result = invoke(*app.arguments("--references", f"{app.module}:document_refs", "--delete", "--min-age", "30m"))
+    result = invoke(
+        *app.arguments("--references", f"{app.module}:document_refs", "--delete", "--min-age", "30m")
+    )
     assert result.exit_code == EXIT_OK, result.output
     assert app.manager.exists(young)
-    result = invoke(*app.arguments("--references", f"{app.module}:document_refs", "--delete", "--min-age", "0"))
+    result = invoke(
+        *app.arguments("--references", f"{app.module}:document_refs", "--delete", "--min-age", "0")
+    )
     assert result.exit_code == EXIT_OK, result.output
     assert not app.manager.exists(young)
     assert app.manager.exists(app.kept)
@@ -235,7 +263,8 @@ def test_gc_exits_1_when_some_objects_could_not_be_deleted(app: App, monkeypatch
     result = CliRunner().invoke(cli, app.arguments("--model", f"{app.module}:Document", "--delete"))
     assert result.exit_code == EXIT_FAILURES
     assert f"{refused.location}: StoragePermissionError" in result.stderr
-    assert not app.manager.exists(lost) and app.manager.exists(refused)
+    assert not app.manager.exists(lost)
+    assert app.manager.exists(refused)
 
 
 @pytest.mark.parametrize(
@@ -259,8 +288,18 @@ def test_gc_usage_errors_exit_2_and_delete_nothing(app: App, extra: list[str]) -
 
 def test_gc_an_unknown_storage_key_is_a_usage_error(app: App) -> None:
     result = CliRunner().invoke(
-        cli, ["gc", "--config", "storage.toml", "--database-url", app.database_url, "--storage-key", "nope",
-              "--model", f"{app.module}:Document"]
+        cli,
+        [
+            "gc",
+            "--config",
+            "storage.toml",
+            "--database-url",
+            app.database_url,
+            "--storage-key",
+            "nope",
+            "--model",
+            f"{app.module}:Document",
+        ],
     )
     assert result.exit_code == EXIT_USAGE
     assert "no storage policy for 'nope'" in result.stderr
@@ -271,8 +310,18 @@ def test_gc_stops_with_status_3_when_the_database_fails(app: App) -> None:
     empty_database = f"sqlite:///{app.directory / 'empty.db'}"
     result = CliRunner().invoke(
         cli,
-        ["gc", "--config", "storage.toml", "--database-url", empty_database, "--storage-key", "documents",
-         "--model", f"{app.module}:Document", "--delete"],
+        [
+            "gc",
+            "--config",
+            "storage.toml",
+            "--database-url",
+            empty_database,
+            "--storage-key",
+            "documents",
+            "--model",
+            f"{app.module}:Document",
+            "--delete",
+        ],
     )
     assert result.exit_code == EXIT_STOPPED
     assert "no such table" in result.stderr

@@ -32,7 +32,9 @@ from .conftest import files_under
 DAY = 24 * 3600
 
 
-def store(manager: StorageManager, storage_key: str, content: bytes = b"x", *, age: float = DAY) -> StoredObjectRef:
+def store(
+    manager: StorageManager, storage_key: str, content: bytes = b"x", *, age: float = DAY
+) -> StoredObjectRef:
     """Store an object and make it ``age`` seconds old (a day by default: past any grace period)."""
     ref = manager.put_bytes(
         storage_key=storage_key, model_name="doc", entity_id="1", field_name="file", content=content
@@ -59,7 +61,8 @@ def test_dry_run_is_the_default_and_deletes_nothing(manager: StorageManager) -> 
     assert report.dry_run
     assert (report.scanned, report.referenced, report.orphaned, report.deleted) == (2, 1, 1, 0)
     assert report.orphan_sample == (orphan.location,)
-    assert stored(manager, kept) and stored(manager, orphan)
+    assert stored(manager, kept)
+    assert stored(manager, orphan)
 
 
 def test_deleting_removes_old_orphans_and_keeps_every_referenced_object(manager: StorageManager) -> None:
@@ -67,7 +70,13 @@ def test_deleting_removes_old_orphans_and_keeps_every_referenced_object(manager:
     orphans = [store(manager, "documents", b"orphan %d" % n) for n in range(7)]
     gc = StorageGarbageCollector(manager=manager, iter_references=lambda: iter(kept))
     report = gc.collect(storage_key="documents", dry_run=False)
-    assert (report.scanned, report.referenced, report.orphaned, report.deleted, report.failed) == (12, 5, 7, 7, 0)
+    assert (report.scanned, report.referenced, report.orphaned, report.deleted, report.failed) == (
+        12,
+        5,
+        7,
+        7,
+        0,
+    )
     assert report.ok
     assert all(manager.get(ref) == b"kept %d" % n for n, ref in enumerate(kept))
     assert not any(stored(manager, ref) for ref in orphans)
@@ -83,7 +92,8 @@ def test_unreferenced_objects_younger_than_the_grace_period_are_kept_and_counted
     assert gc.min_age == timedelta(hours=1)
     report = gc.collect(storage_key="documents", dry_run=False)
     assert (report.skipped_too_young, report.orphaned, report.deleted) == (1, 1, 1)
-    assert stored(manager, young) and not stored(manager, old)
+    assert stored(manager, young)
+    assert not stored(manager, old)
 
 
 def test_an_object_stamped_in_the_future_is_too_young(manager: StorageManager) -> None:
@@ -96,7 +106,9 @@ def test_an_object_stamped_in_the_future_is_too_young(manager: StorageManager) -
 
 def test_the_grace_period_is_configurable_and_overridable_per_run(manager: StorageManager) -> None:
     ref = store(manager, "documents", age=10 * 60)
-    gc = StorageGarbageCollector(manager=manager, iter_references=lambda: refs_of(), min_age=timedelta(minutes=5))
+    gc = StorageGarbageCollector(
+        manager=manager, iter_references=lambda: refs_of(), min_age=timedelta(minutes=5)
+    )
     assert gc.collect(storage_key="documents", min_age=timedelta(minutes=30)).skipped_too_young == 1
     report = gc.collect(storage_key="documents")
     assert (report.min_age, report.orphaned) == (timedelta(minutes=5), 1)
@@ -160,20 +172,20 @@ def test_a_slot_without_key_prefix_collects_only_its_own_namespace(
 @pytest.mark.parametrize(
     ("first", "second"),
     [
-        ({"key_prefix": "media"}, {"key_prefix": "media/thumbs"}),  # nested
-        ({"key_prefix": "media"}, {"key_prefix": "Media"}),  # one directory on some file systems
-        ({}, {"key_prefix": "first"}),  # the default namespace is the storage key
+        ("media", "media/thumbs"),  # nested
+        ("media", "Media"),  # one directory on some file systems
+        (None, "first"),  # the default namespace is the storage key
     ],
 )
 def test_overlapping_slots_on_one_backend_are_refused_before_any_collection(
-    local_backend: LocalStorageBackend, empty_host: PluginHost, first: dict[str, str], second: dict[str, str]
+    local_backend: LocalStorageBackend, empty_host: PluginHost, first: str | None, second: str
 ) -> None:
     with pytest.raises(ConfigurationError, match="overlapping key prefixes"):
         StorageManager(
             backends={"local": local_backend},
             policies={
-                "first": StoragePolicy("first", backend_key="local", **first),
-                "second": StoragePolicy("second", backend_key="local", **second),
+                "first": StoragePolicy("first", backend_key="local", key_prefix=first),
+                "second": StoragePolicy("second", backend_key="local", key_prefix=second),
             },
             plugins=empty_host,
         )
@@ -187,7 +199,8 @@ def test_references_from_several_sources_feed_one_collection(manager: StorageMan
     )
     report = gc.collect(storage_key="documents", dry_run=False)
     assert (report.references, report.referenced, report.deleted) == (2, 2, 1)
-    assert stored(manager, by_documents) and stored(manager, by_attachments)
+    assert stored(manager, by_documents)
+    assert stored(manager, by_attachments)
     assert not stored(manager, orphan)
 
 
@@ -218,7 +231,8 @@ def test_a_reference_naming_a_renamed_backend_or_an_unknown_slot_still_protects(
         storage_key="documents", dry_run=False
     )
     assert (report.referenced, report.deleted) == (2, 1)
-    assert stored(manager, renamed) and stored(manager, unknown_slot)
+    assert stored(manager, renamed)
+    assert stored(manager, unknown_slot)
     assert not stored(manager, orphan)
 
 
@@ -274,7 +288,9 @@ def test_deletes_go_in_batches(tmp_path: Path, empty_host: PluginHost) -> None:
     assert files_under(backend.root) == []
 
 
-def test_the_report_lists_a_bounded_sample_and_complete_counts(tmp_path: Path, empty_host: PluginHost) -> None:
+def test_the_report_lists_a_bounded_sample_and_complete_counts(
+    tmp_path: Path, empty_host: PluginHost
+) -> None:
     backend = RefusingBackend(tmp_path / "storage", set())
     manager = refusing_manager(backend, empty_host)
     orphans = [store(manager, "documents") for _ in range(10)]
@@ -336,7 +352,9 @@ def test_the_report_is_frozen_and_serialisable(manager: StorageManager) -> None:
     with pytest.raises(AttributeError):
         report.deleted = 5  # type: ignore[misc]
     data = report.to_dict()
-    assert data["orphaned"] == 1 and data["min_age_seconds"] == 3600 and data["dry_run"] is True
+    assert data["orphaned"] == 1
+    assert data["min_age_seconds"] == 3600
+    assert data["dry_run"] is True
 
 
 def test_incomplete_uploads_are_removed_only_on_request_and_never_in_a_dry_run(
@@ -347,7 +365,9 @@ def test_incomplete_uploads_are_removed_only_on_request_and_never_in_a_dry_run(
     leftover.write_bytes(b"half an upload")
     os.utime(leftover, (time.time() - DAY, time.time() - DAY))
     gc = StorageGarbageCollector(manager=manager, iter_references=lambda: refs_of())
-    assert gc.collect(storage_key="documents", remove_incomplete_uploads=True).incomplete_uploads_removed is None
+    assert (
+        gc.collect(storage_key="documents", remove_incomplete_uploads=True).incomplete_uploads_removed is None
+    )
     assert gc.collect(storage_key="documents", dry_run=False).incomplete_uploads_removed is None
     assert leftover.exists()
     report = gc.collect(storage_key="documents", dry_run=False, remove_incomplete_uploads=True)
@@ -374,4 +394,3 @@ def test_referenced_keys_take_about_eight_bytes_each(manager: StorageManager) ->
         tracemalloc.stop()
     assert report.references == count
     assert peak < 1024 * 1024, f"{peak / 1024 / 1024:.1f} MiB for {count} references"
-

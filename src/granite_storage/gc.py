@@ -57,7 +57,8 @@ DEFAULT_BATCH_SIZE = 1000
 DEFAULT_SAMPLE_SIZE = 100
 _PROGRESS_EVERY = 1000
 
-#: A callable that yields references, e.g. ``lambda: iter_model_storage_refs(session, Document, "_file_ref")``.
+#: A callable returning references, e.g.
+#: ``lambda: iter_model_storage_refs(session, Document, "_file_ref")``.
 ReferenceSource = Callable[[], Iterable[StoredObjectRef]]
 
 

@@ -33,7 +33,9 @@ def make_old(backend: LocalStorageBackend, ref: StoredObjectRef, seconds: float 
     os.utime(backend.root / ref.location, (moment, moment))
 
 
-def orphan(manager: StorageManager, backend: LocalStorageBackend, storage_key: str = "documents") -> StoredObjectRef:
+def orphan(
+    manager: StorageManager, backend: LocalStorageBackend, storage_key: str = "documents"
+) -> StoredObjectRef:
     """An old object no row points at: what a process killed between upload and commit leaves."""
     ref = manager.put_bytes(
         storage_key=storage_key, model_name="document", entity_id="lost", field_name="file", content=b"lost"
@@ -106,7 +108,9 @@ def test_references_from_several_models_and_fields_feed_one_collection(
         assert (report.references, report.ignored_references) == (2, 1)
         assert (report.referenced, report.deleted) == (2, 1)
         assert gc.collect(storage_key="avatars", dry_run=False).referenced == 1
-    assert orm_manager.exists(by_document) and orm_manager.exists(by_attachment) and orm_manager.exists(avatar)
+    assert orm_manager.exists(by_document)
+    assert orm_manager.exists(by_attachment)
+    assert orm_manager.exists(avatar)
     assert not orm_manager.exists(lost)
 
 

@@ -8,7 +8,7 @@ import os
 import re
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import timedelta
 from typing import IO, Any
 
@@ -52,21 +52,15 @@ def run(argv: list[str]) -> int:
     return EXIT_OK  # pragma: no cover - click always exits in standalone mode
 
 
-class _Duration(click.ParamType):
+def _parse_duration(ctx: click.Context, param: click.Parameter, value: str) -> timedelta:
     """``90s``, ``15m``, ``1h``, ``1h30m``, ``2d``, ``1w``; a bare number is seconds; ``0`` is none."""
-
-    name = "duration"
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> timedelta:
-        if isinstance(value, timedelta):
-            return value
-        text = str(value).strip().lower()
-        if text.isdigit():
-            return timedelta(seconds=int(text))
-        parts = _DURATION_PART.findall(text)
-        if not parts or _DURATION_PART.sub("", text).strip():
-            self.fail(f"{value!r} is not a duration (e.g. 90s, 15m, 1h, 1h30m, 2d)", param, ctx)
-        return timedelta(seconds=sum(int(number) * _UNIT_SECONDS[unit] for number, unit in parts))
+    text = value.strip().lower()
+    if text.isdigit():
+        return timedelta(seconds=int(text))
+    parts = _DURATION_PART.findall(text)
+    if not parts or _DURATION_PART.sub("", text).strip():
+        raise click.BadParameter(f"{value!r} is not a duration (e.g. 90s, 15m, 1h, 1h30m, 2d)", ctx, param)
+    return timedelta(seconds=sum(int(number) * _UNIT_SECONDS[unit] for number, unit in parts))
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -106,7 +100,11 @@ def plugins(as_json: bool) -> None:
                 for t in types
             ],
             "failures": [
-                {"plugin": f.name, "distribution": f.distribution, "error": f"{type(f.error).__name__}: {f.error}"}
+                {
+                    "plugin": f.name,
+                    "distribution": f.distribution,
+                    "error": f"{type(f.error).__name__}: {f.error}",
+                }
                 for f in failures.values()
             ],
         }
@@ -168,13 +166,13 @@ def plugins(as_json: bool) -> None:
     "reference_callables",
     multiple=True,
     metavar="MODULE:CALLABLE",
-    help="A callable taking a SQLAlchemy Session and returning an iterable of StoredObjectRef "
-    "(repeatable).",
+    help="A callable taking a SQLAlchemy Session and returning an iterable of StoredObjectRef (repeatable).",
 )
 @click.option("--delete", is_flag=True, help="Delete the orphans. Without it, a dry run only reports them.")
 @click.option(
     "--min-age",
-    type=_Duration(),
+    callback=_parse_duration,
+    metavar="DURATION",
     default="1h",
     show_default=True,
     help="Grace period: younger objects are never deleted. Longer than any upload-to-commit time.",
@@ -216,7 +214,7 @@ def gc(
     as_json: bool,
     progress: bool | None,
 ) -> None:
-    """Find the objects of a slot that no row references; with --delete, delete them.
+    r"""Find the objects of a slot that no row references; with --delete, delete them.
 
     References come from --model/--field pairs and/or --references callables, all read in one
     database transaction (REPEATABLE READ where the database has it, so they form one snapshot).
@@ -255,9 +253,10 @@ def gc(
         with Session(engine) as session:
             sources: list[ReferenceSource] = [
                 *(_bind(source, session) for source in model_sources),
-                *(_checked(target, callable_source, session) for target, callable_source in zip(
-                    reference_callables, callable_sources, strict=True
-                )),
+                *(
+                    _checked(target, callable_source, session)
+                    for target, callable_source in zip(reference_callables, callable_sources, strict=True)
+                ),
             ]
             collector = StorageGarbageCollector(
                 manager=manager,
@@ -329,7 +328,9 @@ def _check_column(model: type[Any], attribute: str) -> None:
     if isinstance(column, StoredContent):
         column = getattr(model, column.ref_attribute)
     if not isinstance(getattr(getattr(column, "expression", None), "type", None), StoredObjectRefType):
-        raise ConfigurationError(f"--field {attribute!r}: {model.__name__}.{attribute} is not a StoredObjectRefType column")
+        raise ConfigurationError(
+            f"--field {attribute!r}: {model.__name__}.{attribute} is not a StoredObjectRefType column"
+        )
 
 
 def _bind(source: Callable[[Any], Iterable[StoredObjectRef]], session: Any) -> ReferenceSource:
@@ -425,7 +426,7 @@ def _echo_report(report: GarbageCollectionReport) -> None:
             click.echo(f"  {failure.key}: {failure.error}", err=True)
 
 
-def _echo_table(header: tuple[str, ...] | None, rows: list[tuple[str, ...]]) -> None:
+def _echo_table(header: Sequence[str] | None, rows: Sequence[Sequence[str]]) -> None:
     lines = [header, *rows] if header else rows
     if not lines or (header and not rows):
         return
