@@ -131,27 +131,24 @@ def write_references(database: Path, keys: Iterator[str] | list[str], orphan_eve
 def measure(params: dict[str, Any]) -> dict[str, Any]:
     from datetime import timedelta
 
-    from sqlalchemy import create_engine
-    from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+    from sqlalchemy import Column, Integer, Table, create_engine
+    from sqlalchemy.orm import DeclarativeBase, Session
 
     import granite_storage.gc
     from benchmarks.measure import memory_kib
-    from granite_storage import (
-        StorageGarbageCollector,
-        StorageManager,
-        StoragePolicy,
-        StoredObjectRef,
-        StoredObjectRefType,
-    )
+    from granite_storage import StorageGarbageCollector, StorageManager, StoragePolicy, StoredObjectRefType
     from granite_storage.orm import iter_model_storage_refs
 
     class Base(DeclarativeBase):
         pass
 
     class Document(Base):
-        __tablename__ = "document"
-        id: Mapped[int] = mapped_column(primary_key=True)
-        file_ref: Mapped[StoredObjectRef | None] = mapped_column(StoredObjectRefType())
+        __table__ = Table(
+            "document",
+            Base.metadata,
+            Column("id", Integer, primary_key=True),
+            Column("file_ref", StoredObjectRefType()),
+        )
 
     if params["backend"] == "local":
         from granite_storage_local import LocalStorageBackend
