@@ -49,7 +49,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: The grace period by default: objects younger than an hour are never deleted.
+#: The default grace period, one hour. Younger objects are never deleted.
 DEFAULT_MIN_AGE = timedelta(hours=1)
 #: Keys per :meth:`~granite_storage.StorageBackend.delete_many` call (S3's limit per request).
 DEFAULT_BATCH_SIZE = 1000
@@ -106,9 +106,10 @@ class GarbageCollectionReport:
         backend: The name of the slot's backend.
         prefix: The key prefix listed (the slot's namespace in its backend).
         dry_run: Whether this was a dry run (nothing deleted).
-        min_age: The grace period applied: younger objects were kept whatever else held.
+        min_age (datetime.timedelta): The grace period applied: younger objects were kept whatever
+            else held.
         started_at: When the run started (UTC); the age of objects is measured from it.
-        duration: How long the run took.
+        duration (datetime.timedelta): How long the run took.
         references: References read that belong to this slot (their location protects the object).
         ignored_references: References of other slots, or pointing outside this slot's prefix: they
             neither protect nor condemn anything here.
@@ -182,7 +183,7 @@ class StorageGarbageCollector:
             run and consumed to the end before any object is listed. Give every model and field that
             may reference the slot; references of other slots are ignored, so one list of sources can
             serve every slot.
-        min_age: The grace period: an object younger than this is never deleted, so that an upload
+        min_age (datetime.timedelta): The grace period: an object younger than this is never deleted, so that an upload
             whose transaction has not committed yet survives a concurrent run. Choose it longer than
             the longest time between an upload and its commit. ``timedelta(0)`` turns it off.
         batch_size: Keys per batch delete.
@@ -235,7 +236,8 @@ class StorageGarbageCollector:
         Args:
             storage_key: The slot to collect.
             dry_run: Only report what would be deleted (the default). Pass ``False`` to delete.
-            min_age: The grace period for this run; by default the collector's.
+            min_age (datetime.timedelta | None): The grace period for this run; by default the
+                collector's.
             remove_incomplete_uploads: Also remove what interrupted uploads left in the slot's
                 backend (:meth:`~granite_storage.StorageBackend.remove_incomplete_uploads`), if older
                 than ``min_age``. That covers the whole backend, not only this slot. Ignored in a

@@ -20,7 +20,7 @@ __all__ = ["EXIT_FAILURES", "EXIT_OK", "EXIT_STOPPED", "EXIT_USAGE", "main"]
 EXIT_OK = 0
 #: The run finished, but some objects could not be deleted (or some plugin failed to load).
 EXIT_FAILURES = 1
-#: A usage or configuration error: a bad option, an unreadable config, an unknown model or slot.
+#: A usage or configuration error (a bad option, an unreadable config, an unknown model or slot).
 EXIT_USAGE = 2
 #: The run stopped on a database or storage error.
 EXIT_STOPPED = 3

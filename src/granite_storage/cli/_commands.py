@@ -402,7 +402,7 @@ def _echo_report(report: GarbageCollectionReport) -> None:
         ("backend / prefix", f"{report.backend} / {report.prefix}/"),
         ("grace period", _format_duration(report.min_age)),
         ("references of the slot", f"{report.references:,}"),
-        ("references of other slots", f"{report.ignored_references:,}"),
+        ("references ignored", f"{report.ignored_references:,}"),
         ("objects scanned", f"{report.scanned:,}"),
         ("referenced", f"{report.referenced:,}"),
         ("too young, kept", f"{report.skipped_too_young:,}"),
