@@ -183,9 +183,10 @@ class StorageGarbageCollector:
             run and consumed to the end before any object is listed. Give every model and field that
             may reference the slot; references of other slots are ignored, so one list of sources can
             serve every slot.
-        min_age (datetime.timedelta): The grace period: an object younger than this is never deleted, so that an upload
-            whose transaction has not committed yet survives a concurrent run. Choose it longer than
-            the longest time between an upload and its commit. ``timedelta(0)`` turns it off.
+        min_age (datetime.timedelta): The grace period: an object younger than this is never
+            deleted, so that an upload whose transaction has not committed yet survives a concurrent
+            run. Choose it longer than the longest time between an upload and its commit.
+            ``timedelta(0)`` turns it off.
         batch_size: Keys per batch delete.
         sample_size: How many orphan keys and failures a report lists.
         progress: Called with a :class:`GarbageCollectionProgress` as the run advances.
