@@ -23,6 +23,7 @@ from granite_storage import (
     StoragePermissionError,
     StoragePolicy,
     StoredObjectRef,
+    hookimpl,
 )
 from granite_storage.gc import GarbageCollectionProgress
 from granite_storage_local import LocalStorageBackend
@@ -394,3 +395,31 @@ def test_referenced_keys_take_about_eight_bytes_each(manager: StorageManager) ->
         tracemalloc.stop()
     assert report.references == count
     assert peak < 1024 * 1024, f"{peak / 1024 / 1024:.1f} MiB for {count} references"
+
+
+class TenantPolicies:
+    """A plugin resolving slots at run time, whose prefixes overlap (``tenants``, ``tenants/2``)."""
+
+    @hookimpl
+    def granite_storage_resolve_policy(
+        self, storage_key: str, manager: StorageManager
+    ) -> StoragePolicy | None:
+        prefixes = {"all-tenants": "tenants", "tenant-2": "tenants/2"}
+        if storage_key not in prefixes:
+            return None
+        return StoragePolicy(storage_key, backend_key="local", key_prefix=prefixes[storage_key])
+
+
+def test_slots_a_plugin_resolves_with_overlapping_prefixes_are_refused_when_their_rows_show_it(
+    local_backend: LocalStorageBackend,
+) -> None:
+    host = PluginHost(strict=False, disabled=())
+    host.register(TenantPolicies(), name="tenants")
+    manager = StorageManager(backends={"local": local_backend}, policies={}, plugins=host)
+    tenant = store(manager, "tenant-2")
+    old = store(manager, "all-tenants")
+    gc = StorageGarbageCollector(manager=manager, iter_references=lambda: refs_of(tenant))
+    with pytest.raises(ConfigurationError, match="overlapping key prefixes 'tenants' and 'tenants/2'"):
+        gc.collect(storage_key="all-tenants", dry_run=False)
+    assert stored(manager, tenant)
+    assert stored(manager, old)

@@ -34,6 +34,7 @@ from granite_storage.backend import StorageBackend
 from granite_storage.errors import ConfigurationError, InvalidKeyError
 from granite_storage.keys import is_within_prefix, validate_key
 from granite_storage.manager import StorageManager
+from granite_storage.policy import StoragePolicy
 from granite_storage.refs import StoredObjectRef
 
 __all__ = [
@@ -251,8 +252,9 @@ class StorageGarbageCollector:
         Raises:
             ConfigurationError: ``storage_key`` has no policy, or its prefix overlaps another slot's
                 on the same backend (refused when the manager is built, or when a plugin resolves
-                the policy).
+                the policy, or when a reference of the other slot shows it); nothing was deleted.
             InvalidReferenceError: a source yielded a row that is not a reference.
+            TypeError: a source yielded something other than a :class:`StoredObjectRef`.
             StorageError: listing the slot failed.
             ValueError: ``min_age`` is negative.
         """
@@ -261,7 +263,7 @@ class StorageGarbageCollector:
         clock = time.perf_counter()
         policy = self.manager.policy(storage_key)  # checks the slot does not overlap another one
         backend = self.manager.backend(policy.backend_key)
-        run = _Run(self, storage_key=storage_key, prefix=policy.prefix)
+        run = _Run(self, policy)
         run.read_references()
         run.scan(backend, cutoff=started_at - grace, dry_run=dry_run)
         removed = None
@@ -305,17 +307,18 @@ class StorageGarbageCollector:
 class _Run:
     """The state of one collection: counters, the referenced keys, the pending batch."""
 
-    def __init__(self, collector: StorageGarbageCollector, *, storage_key: str, prefix: str) -> None:
+    def __init__(self, collector: StorageGarbageCollector, policy: StoragePolicy) -> None:
         self.collector = collector
-        self.storage_key = storage_key
-        self.prefix = prefix
+        self.policy = policy
+        self.storage_key = policy.storage_key
+        self.prefix = policy.prefix
         self.keys = _KeyDigests()
         self.references = self.ignored_references = self.read = 0
         self.scanned = self.referenced = self.too_young = self.orphaned = 0
         self.deleted = self.failed = 0
         self.orphan_sample: list[str] = []
         self.failures: list[GarbageCollectionFailure] = []
-        self._known_slots: dict[str, bool] = {storage_key: True}
+        self._policies: dict[str, StoragePolicy | None] = {policy.storage_key: policy}
 
     def read_references(self) -> None:
         for source in self.collector.sources:
@@ -386,14 +389,24 @@ class _Run:
             return False
         if ref.storage_key == self.storage_key:
             return True
-        return not self._is_known_slot(ref.storage_key)
+        other = self._policy_of(ref.storage_key)
+        if other is None:
+            return True  # a slot the manager no longer knows: keep what it may still own
+        if other.backend_key == self.policy.backend_key and _overlap(other.prefix, self.prefix):
+            # The manager refuses overlapping static slots, and a plugin's slot that overlaps a
+            # static one; two slots a plugin resolves are only found out here, by their rows.
+            raise ConfigurationError(
+                f"storage keys {self.storage_key!r} and {other.storage_key!r} share backend "
+                f"{other.backend_key!r} with overlapping key prefixes {self.prefix!r} and "
+                f"{other.prefix!r}; collecting one could delete the other's objects, so nothing was"
+                " deleted"
+            )
+        return False  # a row of another slot pointing here (tampered with): neither keeps nor condemns
 
-    def _is_known_slot(self, storage_key: str) -> bool:
-        known = self._known_slots.get(storage_key)
-        if known is None:
+    def _policy_of(self, storage_key: str) -> StoragePolicy | None:
+        if storage_key not in self._policies:
             try:
-                self.collector.manager.policy(storage_key)
-                known = True
+                self._policies[storage_key] = self.collector.manager.policy(storage_key)
             except ConfigurationError:
                 logger.warning(
                     "references name the storage key %r, which has no policy; those inside the prefix "
@@ -401,9 +414,8 @@ class _Run:
                     storage_key,
                     self.prefix,
                 )
-                known = False
-            self._known_slots[storage_key] = known
-        return known
+                self._policies[storage_key] = None
+        return self._policies[storage_key]
 
 
 class _KeyDigests:
@@ -452,6 +464,12 @@ def _is_key_within(key: str, prefix: str) -> bool:
     except InvalidKeyError:
         return False
     return is_within_prefix(key, prefix)
+
+
+def _overlap(first: str, second: str) -> bool:
+    """Whether two key prefixes share keys, compared as the manager does (case-insensitively)."""
+    first, second = first.casefold(), second.casefold()
+    return first == second or is_within_prefix(first, second) or is_within_prefix(second, first)
 
 
 def _check_min_age(min_age: timedelta) -> timedelta:
