@@ -259,6 +259,9 @@ class StorageGarbageCollector:
             ValueError: ``min_age`` is negative.
         """
         grace = self.min_age if min_age is None else _check_min_age(min_age)
+        # Ages are measured from before the references are read, not from when an object is listed:
+        # an object older than the grace period then was stored that long before the database
+        # snapshot the references come from, however long reading them takes.
         started_at = datetime.now(UTC)
         clock = time.perf_counter()
         policy = self.manager.policy(storage_key)  # checks the slot does not overlap another one
