@@ -293,11 +293,10 @@ def bench_s3(work: Path, count: int, orphan_every: int) -> list[dict[str, Any]]:
             server = stack.enter_context(conftest.seaweedfs(directory))
         client = server.client()
         client.create_bucket(Bucket=server.bucket)
-        stack.callback(
-            lambda: (conftest.empty_bucket(client, server.bucket), client.delete_bucket(Bucket=server.bucket))
-        )
+        stack.callback(client.delete_bucket, Bucket=server.bucket)
         prefix = f"bench-{secrets.token_hex(4)}"
         backend = server.backend(prefix=prefix)
+        stack.callback(empty_prefix, backend)
         started = time.perf_counter()
         keys = write_s3_objects(backend, count)
         objects, rows = write_references(work / f"s3-{prefix}.db", keys, orphan_every)
@@ -331,6 +330,17 @@ def bench_s3(work: Path, count: int, orphan_every: int) -> list[dict[str, Any]]:
             )
             print(f"  {format_row(results[-1])}", flush=True)
     return results
+
+
+def empty_prefix(backend: Any) -> None:
+    """Delete what the run left under the backend's prefix, 1,000 keys a request."""
+    batch: list[str] = []
+    for info in backend.list():
+        batch.append(info.key)
+        if len(batch) == 1000:
+            backend.delete_many(batch)
+            batch.clear()
+    backend.delete_many(batch)
 
 
 def load_s3_test_launcher() -> Any:
