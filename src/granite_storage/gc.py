@@ -31,8 +31,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from granite_storage.backend import StorageBackend
-from granite_storage.errors import ConfigurationError, InvalidKeyError
-from granite_storage.keys import is_within_prefix, validate_key
+from granite_storage.errors import ConfigurationError
+from granite_storage.keys import is_within_prefix
 from granite_storage.manager import StorageManager
 from granite_storage.policy import StoragePolicy
 from granite_storage.refs import StoredObjectRef
@@ -341,7 +341,7 @@ class _Run:
         batch: list[str] = []
         for info in backend.list(self.prefix):
             key = info.key
-            if not _is_key_within(key, self.prefix):
+            if not is_within_prefix(key, self.prefix):
                 # A backend that matches prefixes by characters, not segments, would list "docs2/x"
                 # for "docs"; such a key is never this slot's to delete.
                 logger.warning("backend %r listed %r under the prefix %r; skipped", backend, key, self.prefix)
@@ -388,7 +388,9 @@ class _Run:
         """Whether ``ref`` keeps an object of this slot alive (see the collector's docstring)."""
         if not isinstance(ref, StoredObjectRef):
             raise TypeError(f"a reference source yielded {type(ref).__name__}, not a StoredObjectRef")
-        if not _is_key_within(ref.location, self.prefix):
+        # Not validate_key(): an unsafe location can never equal a listed key, and the backend
+        # validates every key it is asked to delete (a million calls would cost seconds).
+        if not is_within_prefix(ref.location, self.prefix):
             return False
         if ref.storage_key == self.storage_key:
             return True
@@ -459,14 +461,6 @@ class _KeyDigests:
 
 def _digest(key: str) -> int:
     return int.from_bytes(hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=8).digest())
-
-
-def _is_key_within(key: str, prefix: str) -> bool:
-    try:
-        validate_key(key)
-    except InvalidKeyError:
-        return False
-    return is_within_prefix(key, prefix)
 
 
 def _overlap(first: str, second: str) -> bool:
