@@ -347,3 +347,15 @@ def test_without_click_the_command_names_the_extra(
     monkeypatch.delitem(sys.modules, "granite_storage.cli._commands")
     assert main(["plugins"]) == EXIT_USAGE
     assert 'pip install "granite-storage[cli]"' in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", [[], ["plugins"], ["gc"]])
+def test_every_command_has_help(command: list[str]) -> None:
+    result = invoke(*command, "--help")
+    assert result.exit_code == EXIT_OK
+    assert result.output.startswith("Usage: ")
+
+
+def test_gc_help_shows_its_example_line_by_line() -> None:
+    lines = invoke("gc", "--help").output.splitlines()
+    assert "    granite-storage gc --config storage.toml --database-url postgresql://db/app \\" in lines

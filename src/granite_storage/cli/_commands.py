@@ -214,7 +214,7 @@ def gc(
     as_json: bool,
     progress: bool | None,
 ) -> None:
-    r"""Find the objects of a slot that no row references; with --delete, delete them.
+    """Find the objects of a slot that no row references; with --delete, delete them.
 
     References come from --model/--field pairs and/or --references callables, all read in one
     database transaction (REPEATABLE READ where the database has it, so they form one snapshot).
@@ -224,7 +224,7 @@ def gc(
     Example:
       granite-storage gc --config storage.toml --database-url postgresql://db/app \\
           --storage-key documents --model app.models:Document --field _file_ref --delete
-    """
+    """  # noqa: D301 - "\b" is click's marker that keeps the example's lines as they are
     from sqlalchemy import create_engine
     from sqlalchemy.exc import ArgumentError, SQLAlchemyError
     from sqlalchemy.orm import Session
