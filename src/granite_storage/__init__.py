@@ -25,6 +25,7 @@ from granite_storage.errors import (
     UnsavedEntityError,
     UnsupportedOperationError,
 )
+from granite_storage.gc import GarbageCollectionReport, StorageGarbageCollector
 from granite_storage.manager import StorageManager
 from granite_storage.plugins import PluginHost
 from granite_storage.policy import StoragePolicy, parse_size
@@ -62,6 +63,7 @@ __all__ = [
     "BackendUnavailableError",
     "ConfigurationError",
     "ContentTooLargeError",
+    "GarbageCollectionReport",
     "IncompleteUploadError",
     "InvalidKeyError",
     "InvalidMetadataError",
@@ -75,6 +77,7 @@ __all__ = [
     "SizeLimitedStream",
     "StorageBackend",
     "StorageError",
+    "StorageGarbageCollector",
     "StorageManager",
     "StoragePermissionError",
     "StoragePolicy",

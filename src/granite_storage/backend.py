@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import abc
 import io
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import BinaryIO, cast
@@ -54,8 +54,9 @@ class StorageBackend(abc.ABC):
     * No key, however crafted, reads, writes or deletes anything outside the backend's root; an unsafe
       key raises :class:`~granite_storage.InvalidKeyError`.
 
-    :meth:`open_range`, :meth:`url`, :meth:`get`, :meth:`exists` and :meth:`remove_incomplete_uploads`
-    have working defaults; a backend overrides them where it can do better.
+    :meth:`open_range`, :meth:`url`, :meth:`get`, :meth:`exists`, :meth:`delete_many` and
+    :meth:`remove_incomplete_uploads` have working defaults; a backend overrides them where it can do
+    better.
     """
 
     @abc.abstractmethod
@@ -143,6 +144,23 @@ class StorageBackend(abc.ABC):
     @abc.abstractmethod
     def delete(self, key: str) -> None:
         """Delete the object at ``key``; a missing object is not an error."""
+
+    def delete_many(self, keys: Sequence[str]) -> Mapping[str, Exception]:
+        """Delete the objects at ``keys``; return the keys that could not be deleted, with why.
+
+        One key failing (an unsafe key, a permission error) does not stop the others: every key is
+        attempted and each failure is returned, never raised. A missing object is not a failure, as
+        with :meth:`delete`. The default deletes the keys one by one; a backend with a batch delete
+        (S3's ``DeleteObjects``) overrides it. Callers keep batches moderate (the garbage collector
+        sends 1,000 keys at a time, S3's limit per request).
+        """
+        failures: dict[str, Exception] = {}
+        for key in keys:
+            try:
+                self.delete(key)
+            except Exception as exc:  # a third party's backend may raise anything; report it per key
+                failures[key] = exc
+        return failures
 
     @abc.abstractmethod
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:

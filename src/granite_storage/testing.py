@@ -15,8 +15,8 @@ Subclass :class:`BackendConformanceSuite` in a test module under a name pytest c
 Every inherited test then runs against the backend: round trips through the manager, sizes and
 checksums, byte ranges, URLs (given, or refused with
 :class:`~granite_storage.UnsupportedOperationError`), verification, not-found errors, idempotent
-deletes, listings with size and modification time, over-limit and failed uploads leaving nothing
-behind, and keys that try to escape the backend. Requires pytest (``pip install
+deletes, batch deletes, listings with size and modification time, over-limit and failed uploads
+leaving nothing behind, and keys that try to escape the backend. Requires pytest (``pip install
 "granite-storage[testing]"``).
 """
 
@@ -298,6 +298,27 @@ class BackendConformanceSuite:
         gone = self._put_bytes(manager, b"delete me")
         manager.delete(gone)
         assert manager.get(kept) == b"keep me"
+
+    def test_delete_many_deletes_every_key_and_leaves_the_others(self, backend: StorageBackend) -> None:
+        keys = [f"{self.policy_prefix}/batch/{n % 3}/{n}.bin" for n in range(25)]
+        kept = f"{self.policy_prefix}/batch/kept.bin"
+        for key in [*keys, kept]:
+            backend.put(key, io.BytesIO(b"x"))
+        missing = f"{self.policy_prefix}/batch/never-stored.bin"
+        assert dict(backend.delete_many([*keys, missing])) == {}
+        assert self._all_keys(backend) == [kept]
+        assert dict(backend.delete_many([])) == {}
+
+    def test_delete_many_reports_an_unsafe_key_and_still_deletes_the_rest(
+        self, backend: StorageBackend
+    ) -> None:
+        keys = [f"{self.policy_prefix}/batch/{n}.bin" for n in range(3)]
+        for key in keys:
+            backend.put(key, io.BytesIO(b"x"))
+        failures = backend.delete_many([keys[0], "../outside", keys[1], keys[2]])
+        assert list(failures) == ["../outside"]
+        assert isinstance(failures["../outside"], InvalidKeyError)
+        assert self._all_keys(backend) == []
 
     # -- listing ----------------------------------------------------------------------------------
 

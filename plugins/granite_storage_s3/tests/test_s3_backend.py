@@ -867,3 +867,55 @@ def test_bad_options_are_a_configuration_error(options: dict[str, Any]) -> None:
     host.load_entry_points()
     with pytest.raises(ConfigurationError):
         host.create_backend("s3", {"bucket": "b", "region_name": "us-east-1", **options})
+
+
+# -- batch deletes --------------------------------------------------------------------------------
+
+
+def test_delete_many_sends_a_thousand_keys_per_request(
+    s3: S3Server, calls: list[tuple[str, dict[str, Any]]]
+) -> None:
+    backend = recording_backend(s3, calls)
+    stored = [f"batch/{n}.bin" for n in range(0, 2_001, 400)]
+    for key in stored:
+        backend.put(key, io.BytesIO(b"x"))
+    kept = "kept/a.bin"
+    backend.put(kept, io.BytesIO(b"k"))
+    calls.clear()
+    keys = [f"batch/{n}.bin" for n in range(2_001)]  # most were never stored: not a failure
+    assert dict(backend.delete_many(keys)) == {}
+    assert operations(calls) == ["DeleteObjects"] * 3
+    sizes = [len(params["Delete"]["Objects"]) for _, params in calls]
+    assert sizes == [1000, 1000, 1]
+    sent = [item["Key"] for _, params in calls for item in params["Delete"]["Objects"]]
+    assert sent == [f"{backend.prefix}/{key}" for key in keys]
+    assert [info.key for info in backend.list()] == [kept]
+
+
+def test_delete_many_reports_the_keys_s3_refused_and_deletes_the_rest(s3: S3Server) -> None:
+    """S3 answers a batch with per-key errors (e.g. AccessDenied under a bucket policy). Neither moto
+    nor SeaweedFS can be made to refuse a single key, so the server's real answer is amended with one
+    such error entry, as S3 would send it, before the backend reads it."""
+    backend = s3.backend()
+    keys = [f"batch/{n}.bin" for n in range(3)]
+    for key in keys:
+        backend.put(key, io.BytesIO(b"x"))
+    refused = f"{backend.prefix}/{keys[1]}"
+
+    def refuse_one_key(parsed: dict[str, Any], **_: Any) -> None:
+        parsed.setdefault("Errors", []).append(
+            {"Key": refused, "Code": "AccessDenied", "Message": "Access Denied"}
+        )
+
+    backend.client.meta.events.register("after-call.s3.DeleteObjects", refuse_one_key)
+    failures = backend.delete_many(keys)
+    assert list(failures) == [keys[1]]
+    assert isinstance(failures[keys[1]], StoragePermissionError)
+    assert refused in str(failures[keys[1]])
+
+
+def test_delete_many_in_a_missing_bucket_fails_every_key_without_raising(s3: S3Server) -> None:
+    backend = S3StorageBackend("granite-no-such-bucket", client=s3.client())
+    failures = backend.delete_many(["a/1.bin", "a/2.bin"])
+    assert sorted(failures) == ["a/1.bin", "a/2.bin"]
+    assert all(isinstance(error, ConfigurationError) for error in failures.values())

@@ -27,8 +27,8 @@ Only changes the session sees are followed: the model API, assignments to a
 loaded (``session.delete()`` loads it; a delete-orphan cascade of an unloaded row does not). A bulk
 ``UPDATE``/``DELETE`` statement is invisible, and a reference shared with a row the transaction did
 not touch is assumed not to exist: enable ``delete_replaced`` only for slots whose objects belong to
-one row each. Objects left behind are never deleted by tracking; a garbage collector is the tool for
-them.
+one row each. Objects left behind are never deleted by tracking;
+:class:`~granite_storage.StorageGarbageCollector` is the tool for them.
 
 Cleanup runs inside ``commit()`` and ``rollback()``; with an ``AsyncSession`` it runs on the event
 loop's thread, one backend call per object.

@@ -24,7 +24,7 @@ import contextlib
 import io
 import logging
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, BinaryIO, Literal, cast
@@ -62,6 +62,7 @@ __all__ = [
     "DEFAULT_MAX_CONCURRENCY",
     "DEFAULT_PART_SIZE",
     "DEFAULT_READ_TIMEOUT",
+    "MAX_DELETE_BATCH",
     "MAX_URL_EXPIRY",
     "MIN_PART_SIZE",
     "S3StorageBackend",
@@ -86,6 +87,8 @@ DEFAULT_READ_TIMEOUT = 30.0
 #: How often the built client tries a request in all, the first attempt included, by default.
 DEFAULT_MAX_ATTEMPTS = 3
 _MAX_ATTEMPTS_LIMIT = 10
+#: The most keys one ``DeleteObjects`` request may name (S3's limit).
+MAX_DELETE_BATCH = 1000
 #: The longest a presigned URL can live (AWS Signature Version 4 allows seven days).
 MAX_URL_EXPIRY = timedelta(days=7)
 
@@ -327,6 +330,55 @@ class S3StorageBackend(StorageBackend):
         object_key = self._object_key(key)
         with _translated_errors("delete", self.bucket, object_key, key):
             self.client.delete_object(Bucket=self.bucket, Key=object_key)
+
+    def delete_many(self, keys: Sequence[str]) -> Mapping[str, Exception]:
+        """Delete the objects with ``DeleteObjects``, up to 1,000 keys per request.
+
+        S3 answers a batch with the keys it could not delete, each with an error code; those become
+        per-key failures (mapped as every other S3 error is: a refusal is a
+        :class:`~granite_storage.StoragePermissionError`, and so on). A request that fails as a whole
+        (the endpoint unreachable, access denied to the bucket) fails each key of its batch, and the
+        next batch is still tried. An unsafe key fails alone and is never sent.
+        """
+        failures: dict[str, Exception] = {}
+        batch: dict[str, str] = {}  # bucket key: backend key
+        for key in keys:
+            try:
+                batch[self._object_key(key)] = key
+            except InvalidKeyError as exc:
+                failures[key] = exc
+                continue
+            if len(batch) == MAX_DELETE_BATCH:
+                failures.update(self._delete_batch(batch))
+                batch = {}
+        if batch:
+            failures.update(self._delete_batch(batch))
+        return failures
+
+    def _delete_batch(self, batch: Mapping[str, str]) -> dict[str, Exception]:
+        """One ``DeleteObjects`` request for ``batch`` (bucket key: backend key); its failures by key."""
+        shown = next(iter(batch))
+        try:
+            with _translated_errors("delete", self.bucket, shown, batch[shown]):
+                response = self.client.delete_objects(
+                    Bucket=self.bucket,
+                    Delete={"Objects": [{"Key": object_key} for object_key in batch], "Quiet": True},
+                )
+        except StorageError as exc:
+            return dict.fromkeys(batch.values(), exc)
+        failures: dict[str, Exception] = {}
+        for error in response.get("Errors", []):
+            object_key = error.get("Key", "")
+            key = batch.get(object_key)
+            if key is None:
+                continue  # not a key this request named; nothing of ours to report
+            code, message = error.get("Code", ""), error.get("Message", "")
+            if code in _NOT_FOUND:
+                continue  # already gone: deleting a missing object is not a failure
+            failures[key] = _error_for_code(
+                code, 0, message, action="delete", bucket=self.bucket, object_key=object_key, key=key
+            )
+        return failures
 
     def remove_incomplete_uploads(self, *, older_than: timedelta) -> int:
         """Abort the multipart uploads under the prefix started more than ``older_than`` ago.
@@ -724,6 +776,23 @@ def _translated_errors(action: str, bucket: str, object_key: str, key: str) -> I
         raise _storage_error(exc, action=action, bucket=bucket, object_key=object_key, key=key) from exc
 
 
+def _error_for_code(
+    code: str, status: int, message: str, *, action: str, bucket: str, object_key: str, key: str
+) -> StorageError:
+    """The library error for an S3 error ``code`` (and HTTP ``status``, ``0`` when unknown)."""
+    where = f"{object_key!r} in S3 bucket {bucket!r}"
+    if code in _NOT_FOUND:
+        return ObjectNotFoundError(key)
+    if code == "NoSuchBucket":
+        # Not transient, so not "unavailable": the configuration names a bucket that is not there.
+        return ConfigurationError(f"S3 bucket {bucket!r} does not exist (tried to {action} {object_key!r})")
+    if code in _FORBIDDEN or status == 403:
+        return StoragePermissionError(f"S3 refused to {action} {where}: {code} {message}")
+    if code in _UNAVAILABLE or status >= 500:
+        return BackendUnavailableError(f"S3 could not {action} {where}: {code} {message}")
+    return StorageError(f"S3 failed to {action} {where}: {code} {message}")
+
+
 def _storage_error(exc: Exception, *, action: str, bucket: str, object_key: str, key: str) -> StorageError:
     """The library error that says what ``exc``, raised by botocore, means."""
     where = f"{object_key!r} in S3 bucket {bucket!r}"
@@ -731,18 +800,9 @@ def _storage_error(exc: Exception, *, action: str, bucket: str, object_key: str,
         code = _error_code(exc)
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
         message = exc.response.get("Error", {}).get("Message", "") or str(exc)
-        if code in _NOT_FOUND:
-            return ObjectNotFoundError(key)
-        if code == "NoSuchBucket":
-            # Not transient, so not "unavailable": the configuration names a bucket that is not there.
-            return ConfigurationError(
-                f"S3 bucket {bucket!r} does not exist (tried to {action} {object_key!r})"
-            )
-        if code in _FORBIDDEN or status == 403:
-            return StoragePermissionError(f"S3 refused to {action} {where}: {code} {message}")
-        if code in _UNAVAILABLE or status >= 500:
-            return BackendUnavailableError(f"S3 could not {action} {where}: {code} {message}")
-        return StorageError(f"S3 failed to {action} {where}: {code} {message}")
+        return _error_for_code(
+            code, status, message, action=action, bucket=bucket, object_key=object_key, key=key
+        )
     if isinstance(exc, _CREDENTIALS):
         return ConfigurationError(
             f"no usable AWS credentials to {action} {where}: {exc} (set AWS_ACCESS_KEY_ID and "
