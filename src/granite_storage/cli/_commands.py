@@ -225,7 +225,6 @@ def gc(
       granite-storage gc --config storage.toml --database-url postgresql://db/app \\
           --storage-key documents --model app.models:Document --field _file_ref --delete
     """  # noqa: D301 - "\b" is click's marker that keeps the example's lines as they are
-    from sqlalchemy import create_engine
     from sqlalchemy.exc import ArgumentError, SQLAlchemyError
     from sqlalchemy.orm import Session
 
@@ -245,12 +244,15 @@ def gc(
             for index, model in enumerate(models)
         ]
         callable_sources = [_import(target, "--references") for target in reference_callables]
-        engine = create_engine(database_url, **_snapshot_options(database_url))
+        engine = _snapshot_engine(database_url)
     except (ConfigurationError, ArgumentError) as exc:
         raise _ConfigError(str(exc)) from exc
     display = _Progress(storage_key, enabled=sys.stderr.isatty() if progress is None else progress)
     try:
-        with Session(engine) as session:
+        # One transaction for every source, begun before any of them reads: they share one
+        # snapshot, taken by the first read, after the run started. Read on separate connections, a
+        # reference moved from a source not read yet to one already read would be in neither.
+        with Session(engine) as session, session.begin():
             sources: list[ReferenceSource] = [
                 *(_bind(source, session) for source in model_sources),
                 *(
@@ -347,14 +349,28 @@ def _checked(target: str, function: Any, session: Any) -> ReferenceSource:
     return source
 
 
-def _snapshot_options(url: str) -> dict[str, Any]:
-    """Read every source in one snapshot where the database offers one without locking writers."""
+def _snapshot_engine(url: str) -> Any:
+    """An engine whose transactions read one snapshot, without locking writers where it can."""
+    from sqlalchemy import create_engine, event
     from sqlalchemy.engine import make_url
 
     backend = make_url(url).get_backend_name()
     if backend in {"postgresql", "mysql", "mariadb"}:
-        return {"isolation_level": "REPEATABLE READ"}
-    return {}
+        return create_engine(url, isolation_level="REPEATABLE READ")
+    engine = create_engine(url)
+    if backend == "sqlite":
+        # The sqlite3 driver begins a transaction only before a write, so each SELECT would read on
+        # its own: SQLAlchemy's documented recipe hands BEGIN to SQLAlchemy. (In rollback-journal
+        # mode the read transaction keeps writers waiting until the references are read.)
+        @event.listens_for(engine, "connect")
+        def _driver_autocommit(dbapi_connection: Any, record: Any) -> None:
+            dbapi_connection.isolation_level = None
+
+        @event.listens_for(engine, "begin")
+        def _begin(connection: Any) -> None:
+            connection.exec_driver_sql("BEGIN")
+
+    return engine
 
 
 # -- output ----------------------------------------------------------------------------------------
