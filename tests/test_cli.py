@@ -426,3 +426,19 @@ def test_gc_reads_all_its_sources_in_one_snapshot(app: App) -> None:
         sys.modules.pop(sources_name, None)
     assert result.exit_code == EXIT_OK, result.output
     assert app.manager.exists(moved)
+
+
+def test_gc_stops_with_status_3_when_a_references_callable_fails(app: App) -> None:
+    lost = app.orphan()
+    failing = f"gc_cli_failing_{secrets.token_hex(4)}"
+    (app.directory / f"{failing}.py").write_text(
+        "def refs(session):\n    raise RuntimeError('the archive database is down')\n"
+    )
+    try:
+        result = CliRunner().invoke(cli, app.arguments("--references", f"{failing}:refs", "--delete"))
+    finally:
+        sys.modules.pop(failing, None)
+    assert result.exit_code == EXIT_STOPPED, result.output
+    assert "RuntimeError: the archive database is down" in result.stderr
+    assert "Traceback" not in result.output
+    assert app.manager.exists(lost)

@@ -271,12 +271,15 @@ def gc(
             report = collector.collect(
                 storage_key, dry_run=not delete, remove_incomplete_uploads=remove_incomplete_uploads
             )
+    except click.ClickException:
+        raise
     except (StorageError, SQLAlchemyError) as exc:
-        display.finish()
         raise _RunStopped(f"the run stopped, nothing more was deleted: {exc}") from exc
+    except Exception as exc:  # a --references callable of the application's, or a backend, broke
+        raise _RunStopped(f"the run stopped, nothing more was deleted: {type(exc).__name__}: {exc}") from exc
     finally:
+        display.finish()
         engine.dispose()
-    display.finish()
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))
     else:
