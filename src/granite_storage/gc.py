@@ -186,8 +186,9 @@ class StorageGarbageCollector:
             serve every slot.
         min_age (datetime.timedelta): The grace period: an object younger than this is never
             deleted, so that an upload whose transaction has not committed yet survives a concurrent
-            run. Choose it longer than the longest time between an upload and its commit.
-            ``timedelta(0)`` turns it off.
+            run. Choose it longer than the longest time from the start of an upload to its commit
+            (Amazon S3 dates a multipart upload's object from its initiation), plus the clock skew
+            between this machine and the storage. ``timedelta(0)`` turns it off.
         batch_size: Keys per batch delete.
         sample_size: How many orphan keys and failures a report lists.
         progress: Called with a :class:`GarbageCollectionProgress` as the run advances.
@@ -242,8 +243,8 @@ class StorageGarbageCollector:
                 collector's.
             remove_incomplete_uploads: Also remove what interrupted uploads left in the slot's
                 backend (:meth:`~granite_storage.StorageBackend.remove_incomplete_uploads`), if older
-                than ``min_age``. That covers the whole backend, not only this slot. Ignored in a
-                dry run.
+                than ``min_age``. That covers the whole backend, not only this slot: an upload into
+                any slot running longer than ``min_age`` is aborted. Ignored in a dry run.
 
         A failure to delete one object is recorded in the report and the run goes on. Anything that
         makes the run's picture unreliable raises before a single object is deleted, or stops the

@@ -175,7 +175,8 @@ def plugins(as_json: bool) -> None:
     metavar="DURATION",
     default="1h",
     show_default=True,
-    help="Grace period: younger objects are never deleted. Longer than any upload-to-commit time.",
+    help="Grace period: younger objects are never deleted. Longer than any upload (from its start) "
+    "until its commit, plus clock skew.",
 )
 @click.option(
     "--remove-incomplete-uploads",
