@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+import unicodedata
 from array import array
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Sequence
@@ -316,6 +317,7 @@ class _Run:
         self.policy = policy
         self.storage_key = policy.storage_key
         self.prefix = policy.prefix
+        self._folded_prefix = policy.prefix.casefold()
         self.keys = _KeyDigests()
         self.references = self.ignored_references = self.read = 0
         self.scanned = self.referenced = self.too_young = self.orphaned = 0
@@ -391,8 +393,8 @@ class _Run:
             raise TypeError(f"a reference source yielded {type(ref).__name__}, not a StoredObjectRef")
         # Not validate_key(): an unsafe location can never equal a listed key, and the backend
         # validates every key it is asked to delete (a million calls would cost seconds).
-        if not is_within_prefix(ref.location, self.prefix):
-            return False
+        if not is_within_prefix(ref.location.casefold(), self._folded_prefix):
+            return False  # (case-insensitively, as keys are matched: see _KeyDigests)
         if ref.storage_key == self.storage_key:
             return True
         other = self._policy_of(ref.storage_key)
@@ -432,8 +434,10 @@ class _KeyDigests:
     references fit in 8 MiB here. Digests are bucketed by their top byte so that sorting, done once
     when reading ends, holds only one bucket's worth of Python ints at a time.
 
-    A digest collision can only make an unreferenced key look referenced, so the object is kept:
-    never the other way round. A false match among a million keys and a million objects has odds
+    Keys are digested case-folded and NFC-normalised, so that a key listed in another letter case
+    or normalisation than its reference (a case-insensitive file system) is still found. A digest
+    collision, like such a fold, can only make an unreferenced key look referenced, so the object
+    is kept: never the other way round. A false match among a million keys and a million objects has odds
     of about one in 18 million.
     """
 
@@ -461,7 +465,12 @@ class _KeyDigests:
 
 
 def _digest(key: str) -> int:
-    return int.from_bytes(hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=8).digest())
+    # Keys are compared as a case- and normalisation-insensitive file system does (macOS, Windows):
+    # there, an upload for "alice" lands in the directory "Alice/" created before it, and the
+    # listing returns "Alice/". A case-sensitive store can only see an orphan kept this way, one
+    # whose key differs from a live one in letter case alone: never a live file condemned.
+    folded = unicodedata.normalize("NFC", key).casefold()
+    return int.from_bytes(hashlib.blake2b(folded.encode("utf-8", "surrogatepass"), digest_size=8).digest())
 
 
 def _overlap(first: str, second: str) -> bool:
