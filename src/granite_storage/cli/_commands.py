@@ -10,7 +10,7 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import timedelta
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import click
 
@@ -25,6 +25,9 @@ from granite_storage.gc import (
     StorageGarbageCollector,
 )
 from granite_storage.refs import StoredObjectRef
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
 
 _DURATION_PART = re.compile(r"(\d+)\s*([smhdw])")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -353,7 +356,7 @@ def _checked(target: str, function: Any, session: Any) -> ReferenceSource:
     return source
 
 
-def _snapshot_engine(url: str) -> Any:
+def _snapshot_engine(url: str) -> Engine:
     """An engine whose transactions read one snapshot, without locking writers where it can."""
     from sqlalchemy import create_engine, event
     from sqlalchemy.engine import make_url
