@@ -184,7 +184,9 @@ class StorageGarbageCollector:
             ``lambda: iter_model_storage_refs(session, Document, "_file_ref")``. Each is called once per
             run and consumed to the end before any object is listed. Give every model and field that
             may reference the slot; references of other slots are ignored, so one list of sources can
-            serve every slot.
+            serve every slot. Several sources must read one snapshot of the database, in a
+            transaction begun for the run (``REPEATABLE READ``): read in separate ones, a reference
+            moved from one source to another meanwhile can be in neither.
         min_age (datetime.timedelta): The grace period: an object younger than this is never
             deleted, so that an upload whose transaction has not committed yet survives a concurrent
             run. Choose it longer than the longest time from the start of an upload to its commit
