@@ -8,6 +8,7 @@ import importlib.metadata
 import json
 import os
 import secrets
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -442,3 +443,29 @@ def test_gc_stops_with_status_3_when_a_references_callable_fails(app: App) -> No
     assert "RuntimeError: the archive database is down" in result.stderr
     assert "Traceback" not in result.output
     assert app.manager.exists(lost)
+
+
+def test_gc_lets_the_application_write_while_it_lists_and_deletes(
+    app: App, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The snapshot is for reading the references only: held through the listing, it would lock
+    # SQLite writers out (rollback journal) and hold back PostgreSQL's vacuum for the whole run.
+    lost = app.orphan()
+    writes: list[str] = []
+    listing = LocalStorageBackend.list
+
+    def list_while_the_application_writes(backend: LocalStorageBackend, prefix: str = "") -> Iterator[Any]:
+        database = sqlite3.connect(app.directory / "app.db", timeout=0.1)
+        try:
+            with database:
+                database.execute("UPDATE document SET title = 'renamed'")
+            writes.append("committed")
+        finally:
+            database.close()
+        return listing(backend, prefix)
+
+    monkeypatch.setattr(LocalStorageBackend, "list", list_while_the_application_writes)
+    result = invoke(*app.arguments("--model", f"{app.module}:Document", "--delete"))
+    assert result.exit_code == EXIT_OK, result.output
+    assert writes == ["committed"]
+    assert not app.manager.exists(lost)

@@ -253,10 +253,7 @@ def gc(
         raise _ConfigError(str(exc)) from exc
     display = _Progress(storage_key, enabled=sys.stderr.isatty() if progress is None else progress)
     try:
-        # One transaction for every source, begun before any of them reads: they share one
-        # snapshot, taken by the first read, after the run started. Read on separate connections, a
-        # reference moved from a source not read yet to one already read would be in neither.
-        with Session(engine) as session, session.begin():
+        with Session(engine) as session:
             sources: list[ReferenceSource] = [
                 *(_bind(source, session) for source in model_sources),
                 *(
@@ -266,7 +263,7 @@ def gc(
             ]
             collector = StorageGarbageCollector(
                 manager=manager,
-                iter_references=sources,
+                iter_references=lambda: _in_one_snapshot(session, sources),
                 min_age=min_age,
                 batch_size=batch_size,
                 sample_size=sample_size,
@@ -340,6 +337,19 @@ def _check_column(model: type[Any], attribute: str) -> None:
         raise ConfigurationError(
             f"--field {attribute!r}: {model.__name__}.{attribute} is not a StoredObjectRefType column"
         )
+
+
+def _in_one_snapshot(session: Any, sources: Sequence[ReferenceSource]) -> Iterator[StoredObjectRef]:
+    """Every source's references, read in one transaction that ends once they are all read.
+
+    One transaction makes one snapshot, taken by the first read, after the run started: read on
+    separate connections, a reference moved meanwhile from a source not read yet to one already
+    read would be in neither, and its file deleted. Ending it before the listing keeps SQLite
+    writers waiting, and PostgreSQL's vacuum held back, only while the references are read.
+    """
+    with session.begin():
+        for source in sources:
+            yield from source()
 
 
 def _bind(source: Callable[[Any], Iterable[StoredObjectRef]], session: Any) -> ReferenceSource:
