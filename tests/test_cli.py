@@ -8,6 +8,7 @@ import importlib.metadata
 import json
 import os
 import secrets
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -359,3 +360,112 @@ def test_every_command_has_help(command: list[str]) -> None:
 def test_gc_help_shows_its_example_line_by_line() -> None:
     lines = invoke("gc", "--help").output.splitlines()
     assert "    granite-storage gc --config storage.toml --database-url postgresql://db/app \\" in lines
+
+
+MOVING_REFERENCE = """
+    from sqlalchemy import Integer, create_engine, delete, update
+    from sqlalchemy.orm import Mapped, Session, mapped_column
+
+    from granite_storage import StoredObjectRef, StoredObjectRefType
+    from granite_storage.orm import iter_model_storage_refs
+
+    from {module} import Base, Document
+
+
+    class Archived(Base):
+        __tablename__ = "archived"
+
+        id: Mapped[int] = mapped_column(Integer, primary_key=True)
+        file_ref: Mapped[StoredObjectRef] = mapped_column(StoredObjectRefType())
+
+
+    def documents_then_a_commit_elsewhere(session):
+        yield from iter_model_storage_refs(session, Document, "_file_ref")
+        # While the run reads, the application moves a file's reference from the archive (not read
+        # yet) to a document (already read), and commits.
+        engine = create_engine("{database_url}")
+        with Session(engine) as other:
+            archived = other.get(Archived, 1)
+            other.execute(update(Document).values(_file_ref=archived.file_ref))
+            other.execute(delete(Archived))
+            other.commit()
+        engine.dispose()
+
+
+    def archive(session):
+        return iter_model_storage_refs(session, Archived, "file_ref")
+"""
+
+
+def test_gc_reads_all_its_sources_in_one_snapshot(app: App) -> None:
+    # Read in separate snapshots, neither source would see the moved reference, and its file (far
+    # older than the grace period) would be deleted while a committed row points at it.
+    sources_name = f"gc_cli_sources_{secrets.token_hex(4)}"
+    text = MOVING_REFERENCE.format(module=app.module, database_url=app.database_url)
+    (app.directory / f"{sources_name}.py").write_text(textwrap.dedent(text))
+    sources = importlib.import_module(sources_name)
+    moved = app.orphan()
+    engine = create_engine(app.database_url)
+    with engine.begin() as connection:
+        connection.exec_driver_sql("PRAGMA journal_mode=WAL")  # the reader does not block the writer
+        sources.Archived.__table__.create(connection)
+    with Session(engine) as session:
+        session.add(sources.Archived(id=1, file_ref=moved))
+        session.commit()
+    engine.dispose()
+    try:
+        result = invoke(
+            *app.arguments(
+                "--references",
+                f"{sources_name}:documents_then_a_commit_elsewhere",
+                "--references",
+                f"{sources_name}:archive",
+                "--delete",
+            )
+        )
+    finally:
+        sys.modules.pop(sources_name, None)
+    assert result.exit_code == EXIT_OK, result.output
+    assert app.manager.exists(moved)
+
+
+def test_gc_stops_with_status_3_when_a_references_callable_fails(app: App) -> None:
+    lost = app.orphan()
+    failing = f"gc_cli_failing_{secrets.token_hex(4)}"
+    (app.directory / f"{failing}.py").write_text(
+        "def refs(session):\n    raise RuntimeError('the archive database is down')\n"
+    )
+    try:
+        result = CliRunner().invoke(cli, app.arguments("--references", f"{failing}:refs", "--delete"))
+    finally:
+        sys.modules.pop(failing, None)
+    assert result.exit_code == EXIT_STOPPED, result.output
+    assert "RuntimeError: the archive database is down" in result.stderr
+    assert "Traceback" not in result.output
+    assert app.manager.exists(lost)
+
+
+def test_gc_lets_the_application_write_while_it_lists_and_deletes(
+    app: App, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The snapshot is for reading the references only: held through the listing, it would lock
+    # SQLite writers out (rollback journal) and hold back PostgreSQL's vacuum for the whole run.
+    lost = app.orphan()
+    writes: list[str] = []
+    listing = LocalStorageBackend.list
+
+    def list_while_the_application_writes(backend: LocalStorageBackend, prefix: str = "") -> Iterator[Any]:
+        database = sqlite3.connect(app.directory / "app.db", timeout=0.1)
+        try:
+            with database:
+                database.execute("UPDATE document SET title = 'renamed'")
+            writes.append("committed")
+        finally:
+            database.close()
+        return listing(backend, prefix)
+
+    monkeypatch.setattr(LocalStorageBackend, "list", list_while_the_application_writes)
+    result = invoke(*app.arguments("--model", f"{app.module}:Document", "--delete"))
+    assert result.exit_code == EXIT_OK, result.output
+    assert writes == ["committed"]
+    assert not app.manager.exists(lost)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import os
 import time
@@ -423,3 +424,33 @@ def test_slots_a_plugin_resolves_with_overlapping_prefixes_are_refused_when_thei
         gc.collect(storage_key="all-tenants", dry_run=False)
     assert stored(manager, tenant)
     assert stored(manager, old)
+
+
+def test_a_key_listed_in_another_letter_case_than_its_reference_is_kept(manager: StorageManager) -> None:
+    # On a case-insensitive file system (macOS, Windows), an upload for entity "alice" lands in the
+    # directory that entity "Alice" created first, and the listing returns the directory's case.
+    first = manager.put_bytes(
+        storage_key="documents", model_name="user", entity_id="Alice", field_name="file", content=b"A"
+    )
+    second = store(manager, "documents")
+    backend = manager.backend(second.backend)
+    assert isinstance(backend, LocalStorageBackend)
+    listed_as = second.location.replace("/doc/1/", "/user/Alice/")
+    (backend.root / listed_as).parent.mkdir(parents=True, exist_ok=True)
+    os.replace(backend.root / second.location, backend.root / listed_as)
+    live = dataclasses.replace(second, location=listed_as.replace("/Alice/", "/alice/"))
+    gc = StorageGarbageCollector(manager=manager, iter_references=lambda: refs_of(first, live))
+    report = gc.collect("documents", dry_run=False)
+    assert (report.referenced, report.orphaned) == (2, 0)
+    assert (backend.root / listed_as).exists()
+
+
+def test_a_reference_written_under_the_prefix_in_another_case_still_protects(manager: StorageManager) -> None:
+    # key_prefix "Docs" renamed "docs" in the configuration: on a case-insensitive file system both
+    # name one directory, and the rows written before still point at their files.
+    ref = store(manager, "documents")
+    written_before = dataclasses.replace(ref, location="Docs" + ref.location.removeprefix("docs"))
+    gc = StorageGarbageCollector(manager=manager, iter_references=lambda: refs_of(written_before))
+    report = gc.collect("documents", dry_run=False)
+    assert (report.references, report.referenced, report.orphaned) == (1, 1, 0)
+    assert stored(manager, ref)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+import unicodedata
 from array import array
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Sequence
@@ -183,11 +184,14 @@ class StorageGarbageCollector:
             ``lambda: iter_model_storage_refs(session, Document, "_file_ref")``. Each is called once per
             run and consumed to the end before any object is listed. Give every model and field that
             may reference the slot; references of other slots are ignored, so one list of sources can
-            serve every slot.
+            serve every slot. Several sources must read one snapshot of the database, in a
+            transaction begun for the run (``REPEATABLE READ``): read in separate ones, a reference
+            moved from one source to another meanwhile can be in neither.
         min_age (datetime.timedelta): The grace period: an object younger than this is never
             deleted, so that an upload whose transaction has not committed yet survives a concurrent
-            run. Choose it longer than the longest time between an upload and its commit.
-            ``timedelta(0)`` turns it off.
+            run. Choose it longer than the longest time from the start of an upload to its commit
+            (Amazon S3 dates a multipart upload's object from its initiation), plus the clock skew
+            between this machine and the storage. ``timedelta(0)`` turns it off.
         batch_size: Keys per batch delete.
         sample_size: How many orphan keys and failures a report lists.
         progress: Called with a :class:`GarbageCollectionProgress` as the run advances.
@@ -242,8 +246,8 @@ class StorageGarbageCollector:
                 collector's.
             remove_incomplete_uploads: Also remove what interrupted uploads left in the slot's
                 backend (:meth:`~granite_storage.StorageBackend.remove_incomplete_uploads`), if older
-                than ``min_age``. That covers the whole backend, not only this slot. Ignored in a
-                dry run.
+                than ``min_age``. That covers the whole backend, not only this slot: an upload into
+                any slot running longer than ``min_age`` is aborted. Ignored in a dry run.
 
         A failure to delete one object is recorded in the report and the run goes on. Anything that
         makes the run's picture unreliable raises before a single object is deleted, or stops the
@@ -315,6 +319,7 @@ class _Run:
         self.policy = policy
         self.storage_key = policy.storage_key
         self.prefix = policy.prefix
+        self._folded_prefix = policy.prefix.casefold()
         self.keys = _KeyDigests()
         self.references = self.ignored_references = self.read = 0
         self.scanned = self.referenced = self.too_young = self.orphaned = 0
@@ -390,8 +395,8 @@ class _Run:
             raise TypeError(f"a reference source yielded {type(ref).__name__}, not a StoredObjectRef")
         # Not validate_key(): an unsafe location can never equal a listed key, and the backend
         # validates every key it is asked to delete (a million calls would cost seconds).
-        if not is_within_prefix(ref.location, self.prefix):
-            return False
+        if not is_within_prefix(ref.location.casefold(), self._folded_prefix):
+            return False  # (case-insensitively, as keys are matched: see _KeyDigests)
         if ref.storage_key == self.storage_key:
             return True
         other = self._policy_of(ref.storage_key)
@@ -431,8 +436,10 @@ class _KeyDigests:
     references fit in 8 MiB here. Digests are bucketed by their top byte so that sorting, done once
     when reading ends, holds only one bucket's worth of Python ints at a time.
 
-    A digest collision can only make an unreferenced key look referenced, so the object is kept:
-    never the other way round. A false match among a million keys and a million objects has odds
+    Keys are digested case-folded and NFC-normalised, so that a key listed in another letter case
+    or normalisation than its reference (a case-insensitive file system) is still found. A digest
+    collision, like such a fold, can only make an unreferenced key look referenced, so the object
+    is kept: never the other way round. A false match among a million keys and a million objects has odds
     of about one in 18 million.
     """
 
@@ -460,7 +467,12 @@ class _KeyDigests:
 
 
 def _digest(key: str) -> int:
-    return int.from_bytes(hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=8).digest())
+    # Keys are compared as a case- and normalisation-insensitive file system does (macOS, Windows):
+    # there, an upload for "alice" lands in the directory "Alice/" created before it, and the
+    # listing returns "Alice/". A case-sensitive store can only see an orphan kept this way, one
+    # whose key differs from a live one in letter case alone: never a live file condemned.
+    folded = unicodedata.normalize("NFC", key).casefold()
+    return int.from_bytes(hashlib.blake2b(folded.encode("utf-8", "surrogatepass"), digest_size=8).digest())
 
 
 def _overlap(first: str, second: str) -> bool:

@@ -10,7 +10,7 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import timedelta
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import click
 
@@ -25,6 +25,9 @@ from granite_storage.gc import (
     StorageGarbageCollector,
 )
 from granite_storage.refs import StoredObjectRef
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
 
 _DURATION_PART = re.compile(r"(\d+)\s*([smhdw])")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -175,7 +178,8 @@ def plugins(as_json: bool) -> None:
     metavar="DURATION",
     default="1h",
     show_default=True,
-    help="Grace period: younger objects are never deleted. Longer than any upload-to-commit time.",
+    help="Grace period: younger objects are never deleted. Longer than any upload (from its start) "
+    "until its commit, plus clock skew.",
 )
 @click.option(
     "--remove-incomplete-uploads",
@@ -225,7 +229,6 @@ def gc(
       granite-storage gc --config storage.toml --database-url postgresql://db/app \\
           --storage-key documents --model app.models:Document --field _file_ref --delete
     """  # noqa: D301 - "\b" is click's marker that keeps the example's lines as they are
-    from sqlalchemy import create_engine
     from sqlalchemy.exc import ArgumentError, SQLAlchemyError
     from sqlalchemy.orm import Session
 
@@ -245,7 +248,7 @@ def gc(
             for index, model in enumerate(models)
         ]
         callable_sources = [_import(target, "--references") for target in reference_callables]
-        engine = create_engine(database_url, **_snapshot_options(database_url))
+        engine = _snapshot_engine(database_url)
     except (ConfigurationError, ArgumentError) as exc:
         raise _ConfigError(str(exc)) from exc
     display = _Progress(storage_key, enabled=sys.stderr.isatty() if progress is None else progress)
@@ -260,7 +263,7 @@ def gc(
             ]
             collector = StorageGarbageCollector(
                 manager=manager,
-                iter_references=sources,
+                iter_references=lambda: _in_one_snapshot(session, sources),
                 min_age=min_age,
                 batch_size=batch_size,
                 sample_size=sample_size,
@@ -269,12 +272,15 @@ def gc(
             report = collector.collect(
                 storage_key, dry_run=not delete, remove_incomplete_uploads=remove_incomplete_uploads
             )
+    except click.ClickException:
+        raise
     except (StorageError, SQLAlchemyError) as exc:
-        display.finish()
         raise _RunStopped(f"the run stopped, nothing more was deleted: {exc}") from exc
+    except Exception as exc:  # a --references callable of the application's, or a backend, broke
+        raise _RunStopped(f"the run stopped, nothing more was deleted: {type(exc).__name__}: {exc}") from exc
     finally:
+        display.finish()
         engine.dispose()
-    display.finish()
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))
     else:
@@ -333,6 +339,19 @@ def _check_column(model: type[Any], attribute: str) -> None:
         )
 
 
+def _in_one_snapshot(session: Any, sources: Sequence[ReferenceSource]) -> Iterator[StoredObjectRef]:
+    """Every source's references, read in one transaction that ends once they are all read.
+
+    One transaction makes one snapshot, taken by the first read, after the run started: read on
+    separate connections, a reference moved meanwhile from a source not read yet to one already
+    read would be in neither, and its file deleted. Ending it before the listing keeps SQLite
+    writers waiting, and PostgreSQL's vacuum held back, only while the references are read.
+    """
+    with session.begin():
+        for source in sources:
+            yield from source()
+
+
 def _bind(source: Callable[[Any], Iterable[StoredObjectRef]], session: Any) -> ReferenceSource:
     return lambda: source(session)
 
@@ -347,14 +366,28 @@ def _checked(target: str, function: Any, session: Any) -> ReferenceSource:
     return source
 
 
-def _snapshot_options(url: str) -> dict[str, Any]:
-    """Read every source in one snapshot where the database offers one without locking writers."""
+def _snapshot_engine(url: str) -> Engine:
+    """An engine whose transactions read one snapshot, without locking writers where it can."""
+    from sqlalchemy import create_engine, event
     from sqlalchemy.engine import make_url
 
     backend = make_url(url).get_backend_name()
     if backend in {"postgresql", "mysql", "mariadb"}:
-        return {"isolation_level": "REPEATABLE READ"}
-    return {}
+        return create_engine(url, isolation_level="REPEATABLE READ")
+    engine = create_engine(url)
+    if backend == "sqlite":
+        # The sqlite3 driver begins a transaction only before a write, so each SELECT would read on
+        # its own: SQLAlchemy's documented recipe hands BEGIN to SQLAlchemy. (In rollback-journal
+        # mode the read transaction keeps writers waiting until the references are read.)
+        @event.listens_for(engine, "connect")
+        def _driver_autocommit(dbapi_connection: Any, record: Any) -> None:
+            dbapi_connection.isolation_level = None
+
+        @event.listens_for(engine, "begin")
+        def _begin(connection: Any) -> None:
+            connection.exec_driver_sql("BEGIN")
+
+    return engine
 
 
 # -- output ----------------------------------------------------------------------------------------
