@@ -363,9 +363,12 @@ def test_incomplete_uploads_are_removed_only_on_request_and_never_in_a_dry_run(
     manager: StorageManager, local_backend: LocalStorageBackend
 ) -> None:
     leftover = local_backend.root / "docs" / ".granite-0123456789abcdef.part"
-    leftover.parent.mkdir(parents=True)
-    leftover.write_bytes(b"half an upload")
-    os.utime(leftover, (time.time() - DAY, time.time() - DAY))
+    # Another slot's upload, running for a day: never this slot's to abort.
+    theirs = local_backend.root / "docs2" / "x" / ".granite-fedcba9876543210.part"
+    for path in (leftover, theirs):
+        path.parent.mkdir(parents=True)
+        path.write_bytes(b"half an upload")
+        os.utime(path, (time.time() - DAY, time.time() - DAY))
     gc = StorageGarbageCollector(manager=manager, iter_references=lambda: refs_of())
     assert (
         gc.collect(storage_key="documents", remove_incomplete_uploads=True).incomplete_uploads_removed is None
@@ -375,6 +378,7 @@ def test_incomplete_uploads_are_removed_only_on_request_and_never_in_a_dry_run(
     report = gc.collect(storage_key="documents", dry_run=False, remove_incomplete_uploads=True)
     assert report.incomplete_uploads_removed == 1
     assert not leftover.exists()
+    assert theirs.exists()
 
 
 def test_referenced_keys_take_about_eight_bytes_each(manager: StorageManager) -> None:

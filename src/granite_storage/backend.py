@@ -170,14 +170,15 @@ class StorageBackend(abc.ABC):
         objects listed.
         """
 
-    def remove_incomplete_uploads(self, *, older_than: timedelta) -> int:
+    def remove_incomplete_uploads(self, *, older_than: timedelta, prefix: str = "") -> int:
         """Remove what uploads interrupted by a crash left behind, if older than ``older_than``.
 
         An upload killed mid-way (``kill -9``, a power loss) leaves no object at its key, but may
         leave the backend's working data: the local backend's temporary files, an S3 multipart
         upload. Choose ``older_than`` longer than the longest upload, so that uploads in progress are
-        kept. Returns how many were removed. Backends that leave nothing behind keep this default,
-        which removes nothing.
+        kept. Only uploads to keys under ``prefix`` (whole segments; ``""`` for all) are considered,
+        so that one slot's cleanup never touches another slot's uploads. Returns how many were
+        removed. Backends that leave nothing behind keep this default, which removes nothing.
         """
         if older_than < timedelta(0):
             raise ValueError(f"older_than must not be negative, got {older_than}")

@@ -244,10 +244,10 @@ class StorageGarbageCollector:
             dry_run: Only report what would be deleted (the default). Pass ``False`` to delete.
             min_age (datetime.timedelta | None): The grace period for this run; by default the
                 collector's.
-            remove_incomplete_uploads: Also remove what interrupted uploads left in the slot's
-                backend (:meth:`~granite_storage.StorageBackend.remove_incomplete_uploads`), if older
-                than ``min_age``. That covers the whole backend, not only this slot: an upload into
-                any slot running longer than ``min_age`` is aborted. Ignored in a dry run.
+            remove_incomplete_uploads: Also remove what interrupted uploads into this slot left in
+                its backend (:meth:`~granite_storage.StorageBackend.remove_incomplete_uploads`
+                under the slot's prefix), if older than ``min_age``: an upload into this slot
+                running longer than ``min_age`` is aborted. Ignored in a dry run.
 
         A failure to delete one object is recorded in the report and the run goes on. Anything that
         makes the run's picture unreliable raises before a single object is deleted, or stops the
@@ -275,7 +275,7 @@ class StorageGarbageCollector:
         run.scan(backend, cutoff=started_at - grace, dry_run=dry_run)
         removed = None
         if remove_incomplete_uploads and not dry_run:
-            removed = backend.remove_incomplete_uploads(older_than=grace)
+            removed = backend.remove_incomplete_uploads(older_than=grace, prefix=policy.prefix)
         report = GarbageCollectionReport(
             storage_key=storage_key,
             backend=policy.backend_key,

@@ -463,6 +463,7 @@ class BackendConformanceSuite:
                 stream=FailingStream(good_bytes=10),
             )
         assert backend.remove_incomplete_uploads(older_than=timedelta(0)) >= 0
+        assert backend.remove_incomplete_uploads(older_than=timedelta(0), prefix="open") >= 0
         assert self._all_keys(backend) == sorted(ref.location for ref in refs)
         assert [manager.get(ref) for ref in refs] == [b"kept 0", b"kept 1", b"kept 2"]
         with pytest.raises(ValueError, match="negative"):

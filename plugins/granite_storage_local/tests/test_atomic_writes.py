@@ -359,6 +359,21 @@ def test_removing_incomplete_uploads_deletes_old_leftovers_only(tmp_path: Path) 
     assert backend.get("docs/a/kept.pdf") == b"object"
 
 
+def test_removing_incomplete_uploads_under_a_prefix_leaves_other_prefixes_alone(tmp_path: Path) -> None:
+    backend = LocalStorageBackend(tmp_path / "root")
+    root = backend.root
+    ours = _leftover(root / "docs/a", ".granite-0123456789abcdef.part", timedelta(hours=2))
+    theirs = _leftover(root / "docs2/a", ".granite-fedcba9876543210.part", timedelta(hours=2))
+    top = _leftover(root, ".granite-00112233445566ff.part", timedelta(hours=2))
+
+    assert backend.remove_incomplete_uploads(older_than=timedelta(hours=1), prefix="docs") == 1
+    assert not ours.exists()
+    assert theirs.exists(), "docs2/ is not under docs/"
+    assert top.exists(), "nor is the root"
+    assert backend.remove_incomplete_uploads(older_than=timedelta(hours=1), prefix="nothing/here") == 0
+    assert backend.remove_incomplete_uploads(older_than=timedelta(hours=1)) == 2
+
+
 def test_a_crashed_uploads_leftover_is_found_and_removed(tmp_path: Path) -> None:
     backend = LocalStorageBackend(tmp_path / "root")
     kill_in_the_middle_of_a_put(backend.root, "docs/crash/obj.bin", tmp_path / "half-way")

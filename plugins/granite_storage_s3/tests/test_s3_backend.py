@@ -784,6 +784,17 @@ def test_incomplete_uploads_under_the_prefix_are_aborted(s3: S3Server) -> None:
         client.abort_multipart_upload(Bucket=s3.bucket, Key=theirs["Key"], UploadId=theirs["UploadId"])
 
 
+def test_incomplete_uploads_are_aborted_only_under_the_prefix_asked_for(s3: S3Server) -> None:
+    client = s3.client()
+    backend = s3.backend()
+    for key in ("docs/a/killed.bin", "docs2/a/other.bin"):
+        client.create_multipart_upload(Bucket=s3.bucket, Key=f"{backend.prefix}/{key}")
+    assert backend.remove_incomplete_uploads(older_than=timedelta(0), prefix="docs") == 1
+    assert in_progress_uploads(s3) == [f"{backend.prefix}/docs2/a/other.bin"]
+    assert backend.remove_incomplete_uploads(older_than=timedelta(0)) == 1
+    assert in_progress_uploads(s3) == []
+
+
 def test_incomplete_uploads_younger_than_the_limit_are_kept(real_s3: S3Server) -> None:
     # On the real server only: moto reports every upload as started in 2010.
     backend = real_s3.backend()

@@ -184,8 +184,7 @@ def plugins(as_json: bool) -> None:
 @click.option(
     "--remove-incomplete-uploads",
     is_flag=True,
-    help="With --delete, also remove leftovers of interrupted uploads older than --min-age "
-    "(on the whole backend).",
+    help="With --delete, also remove leftovers of interrupted uploads into the slot older than --min-age.",
 )
 @click.option("--batch-size", type=click.IntRange(min=1), default=DEFAULT_BATCH_SIZE, show_default=True)
 @click.option(

@@ -189,16 +189,18 @@ class LocalStorageBackend(StorageBackend):
             return self._walk(self._path(prefix), prefix + "/")
         return self._walk(self._root, "")
 
-    def remove_incomplete_uploads(self, *, older_than: timedelta) -> int:
+    def remove_incomplete_uploads(self, *, older_than: timedelta, prefix: str = "") -> int:
         """Delete the temporary files of uploads that were killed mid-way, if older than ``older_than``.
 
-        Only the backend's own ``.granite-*.part`` files are considered; objects are never touched.
-        Directories left empty are removed.
+        Only the backend's own ``.granite-*.part`` files are considered, in the directory of
+        ``prefix`` and below (a temporary file lives beside its object's final path); objects are
+        never touched. Directories left empty are removed.
         """
-        super().remove_incomplete_uploads(older_than=older_than)
+        super().remove_incomplete_uploads(older_than=older_than, prefix=prefix)
         cutoff = (datetime.now(UTC) - older_than).timestamp()
+        prefix = prefix.rstrip("/")
         removed = 0
-        for path in self._temp_files(self._root):
+        for path in self._temp_files(self._path(prefix) if prefix else self._root):
             try:
                 if os.stat(path, follow_symlinks=False).st_mtime > cutoff:
                     continue  # an upload that may still be running

@@ -380,18 +380,19 @@ class S3StorageBackend(StorageBackend):
             )
         return failures
 
-    def remove_incomplete_uploads(self, *, older_than: timedelta) -> int:
-        """Abort the multipart uploads under the prefix started more than ``older_than`` ago.
+    def remove_incomplete_uploads(self, *, older_than: timedelta, prefix: str = "") -> int:
+        """Abort the multipart uploads under ``prefix`` started more than ``older_than`` ago.
 
         An upload killed mid-way (the process died before it could abort) leaves its parts stored,
-        and billed, until aborted. Uploads of other prefixes in the bucket are left alone. A
-        bucket lifecycle rule (``AbortIncompleteMultipartUpload``) does the same on the server.
+        and billed, until aborted. Uploads outside the backend's prefix (and outside ``prefix``
+        within it) are left alone. A bucket lifecycle rule (``AbortIncompleteMultipartUpload``)
+        does the same on the server.
         """
-        super().remove_incomplete_uploads(older_than=older_than)
+        super().remove_incomplete_uploads(older_than=older_than, prefix=prefix)
         cutoff = datetime.now(UTC) - older_than
         removed = 0
         paginator = self.client.get_paginator("list_multipart_uploads")
-        list_prefix = self._list_prefix("")
+        list_prefix = self._list_prefix(prefix)
         with _translated_errors("list uploads of", self.bucket, list_prefix or "/", self.prefix or "/"):
             for page in paginator.paginate(Bucket=self.bucket, Prefix=list_prefix):
                 for upload in page.get("Uploads", []):
