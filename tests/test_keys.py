@@ -11,6 +11,7 @@ from granite_storage.keys import (
     MAX_KEY_LENGTH,
     build_object_key,
     is_within_prefix,
+    prefixes_overlap,
     safe_extension,
     sanitize_segment,
     validate_key,
@@ -110,3 +111,20 @@ def test_a_key_of_exactly_the_maximum_length_is_accepted() -> None:
 )
 def test_prefixes_match_whole_segments(key: str, prefix: str, inside: bool) -> None:
     assert is_within_prefix(key, prefix) is inside
+
+
+@pytest.mark.parametrize(
+    ("first", "second", "overlap"),
+    [
+        ("docs", "docs", True),
+        ("docs", "docs/2024", True),
+        ("Docs", "docs/2024", True),
+        ("docs", "docs2", False),
+        ("avatars", "docs", False),
+    ],
+)
+def test_prefixes_overlap_when_one_contains_the_other_in_any_letter_case(
+    first: str, second: str, overlap: bool
+) -> None:
+    assert prefixes_overlap(first, second) is overlap
+    assert prefixes_overlap(second, first) is overlap

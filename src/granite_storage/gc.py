@@ -33,7 +33,7 @@ from typing import Any, Literal
 
 from granite_storage.backend import StorageBackend
 from granite_storage.errors import ConfigurationError
-from granite_storage.keys import is_within_prefix
+from granite_storage.keys import is_within_prefix, prefixes_overlap
 from granite_storage.manager import StorageManager
 from granite_storage.policy import StoragePolicy
 from granite_storage.refs import StoredObjectRef
@@ -402,7 +402,7 @@ class _Run:
         other = self._policy_of(ref.storage_key)
         if other is None:
             return True  # a slot the manager no longer knows: keep what it may still own
-        if other.backend_key == self.policy.backend_key and _overlap(other.prefix, self.prefix):
+        if other.backend_key == self.policy.backend_key and prefixes_overlap(other.prefix, self.prefix):
             # The manager refuses overlapping static slots, and a plugin's slot that overlaps a
             # static one; two slots a plugin resolves are only found out here, by their rows.
             raise ConfigurationError(
@@ -473,12 +473,6 @@ def _digest(key: str) -> int:
     # whose key differs from a live one in letter case alone: never a live file condemned.
     folded = unicodedata.normalize("NFC", key).casefold()
     return int.from_bytes(hashlib.blake2b(folded.encode("utf-8", "surrogatepass"), digest_size=8).digest())
-
-
-def _overlap(first: str, second: str) -> bool:
-    """Whether two key prefixes share keys, compared as the manager does (case-insensitively)."""
-    first, second = first.casefold(), second.casefold()
-    return first == second or is_within_prefix(first, second) or is_within_prefix(second, first)
 
 
 def _check_min_age(min_age: timedelta) -> timedelta:

@@ -18,6 +18,7 @@ __all__ = [
     "MAX_KEY_LENGTH",
     "build_object_key",
     "is_within_prefix",
+    "prefixes_overlap",
     "safe_extension",
     "sanitize_segment",
     "validate_key",
@@ -118,3 +119,12 @@ def build_object_key(
 def is_within_prefix(key: str, prefix: str) -> bool:
     """Whether ``key`` lies under ``prefix`` as whole path segments (``docs`` never matches ``docs2/x``)."""
     return not prefix or key.startswith(prefix.rstrip("/") + "/")
+
+
+def prefixes_overlap(first: str, second: str) -> bool:
+    """Whether some key could lie under both prefixes: one equals or contains the other.
+
+    Compared case-insensitively: on some file systems ``Docs`` and ``docs`` are one directory.
+    """
+    first, second = first.casefold(), second.casefold()
+    return first == second or is_within_prefix(first, second) or is_within_prefix(second, first)

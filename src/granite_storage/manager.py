@@ -23,7 +23,7 @@ from granite_storage.errors import (
     InvalidReferenceError,
 )
 from granite_storage.headers import check_content_type, content_disposition
-from granite_storage.keys import build_object_key, is_within_prefix, validate_key
+from granite_storage.keys import build_object_key, is_within_prefix, prefixes_overlap, validate_key
 from granite_storage.plugins import PluginHost, default_plugin_host
 from granite_storage.policy import StoragePolicy
 from granite_storage.refs import StoredObjectRef
@@ -412,9 +412,7 @@ class StorageManager:
         for other in self._policies.values():
             if other.storage_key == policy.storage_key or other.backend_key != policy.backend_key:
                 continue
-            # Compared case-insensitively: on some file systems "Docs" and "docs" are one directory.
-            mine, theirs = policy.prefix.casefold(), other.prefix.casefold()
-            if mine == theirs or is_within_prefix(mine, theirs) or is_within_prefix(theirs, mine):
+            if prefixes_overlap(policy.prefix, other.prefix):
                 raise ConfigurationError(
                     f"storage keys {other.storage_key!r} and {policy.storage_key!r} share backend "
                     f"{policy.backend_key!r} with overlapping key prefixes {other.prefix!r} and "
