@@ -367,8 +367,10 @@ def _checked(target: str, function: Any, session: Any) -> ReferenceSource:
 
 def _snapshot_engine(url: str) -> Engine:
     """An engine whose transactions read one snapshot, without locking writers where it can."""
-    from sqlalchemy import create_engine, event
+    from sqlalchemy import create_engine
     from sqlalchemy.engine import make_url
+
+    from granite_storage.orm.sqlite import enable_sqlite_savepoints
 
     backend = make_url(url).get_backend_name()
     if backend in {"postgresql", "mysql", "mariadb"}:
@@ -376,16 +378,10 @@ def _snapshot_engine(url: str) -> Engine:
     engine = create_engine(url)
     if backend == "sqlite":
         # The sqlite3 driver begins a transaction only before a write, so each SELECT would read on
-        # its own: SQLAlchemy's documented recipe hands BEGIN to SQLAlchemy. (In rollback-journal
-        # mode the read transaction keeps writers waiting until the references are read.)
-        @event.listens_for(engine, "connect")
-        def _driver_autocommit(dbapi_connection: Any, record: Any) -> None:
-            dbapi_connection.isolation_level = None
-
-        @event.listens_for(engine, "begin")
-        def _begin(connection: Any) -> None:
-            connection.exec_driver_sql("BEGIN")
-
+        # its own; the remedy that makes SAVEPOINTs exact also makes SQLAlchemy emit BEGIN itself.
+        # (In rollback-journal mode the read transaction keeps writers waiting until the references
+        # are read.)
+        enable_sqlite_savepoints(engine)
     return engine
 
 
