@@ -439,8 +439,8 @@ class _KeyDigests:
     Keys are digested case-folded and NFC-normalised, so that a key listed in another letter case
     or normalisation than its reference (a case-insensitive file system) is still found. A digest
     collision, like such a fold, can only make an unreferenced key look referenced, so the object
-    is kept: never the other way round. A false match among a million keys and a million objects has odds
-    of about one in 18 million.
+    is kept: never the other way round. A false match among a million keys and a million objects
+    has odds of about one in 18 million.
     """
 
     _BUCKETS = 256
