@@ -57,8 +57,9 @@ format: install
 	$(RUN) ruff format .
 	$(RUN) ruff check --fix .
 
+# The benchmarks' peer libraries (the bench group) are installed too: mypy checks the code using them.
 type-check: install
-	$(RUN) mypy
+	$(RUN) --group bench mypy
 
 docs: install
 	$(RUN) sphinx-build -W --keep-going -q -b html docs_source docs
@@ -66,8 +67,9 @@ docs: install
 docs-serve: docs
 	$(RUN) python -m http.server --directory docs --bind 127.0.0.1 8000
 
+# The bench group adds the peer libraries scenario 4 compares with (sqlalchemy-file, advanced-alchemy).
 bench: install
-	$(RUN) python benchmarks/run.py
+	$(RUN) --group bench python benchmarks/run.py
 
 clean:
 	rm -rf .venv .tools docs var .pytest_cache .mypy_cache .ruff_cache .coverage htmlcov dist

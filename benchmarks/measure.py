@@ -122,8 +122,10 @@ class RepeatingStream:
     """A non-seekable upload of unknown length: ``size`` bytes of one MiB block, repeated.
 
     Has nothing but ``read``: no ``seek``, ``tell``, ``fileno`` or length for a library to lean on.
-    A read of a whole aligned MiB returns the block itself, so producing the data costs (almost)
-    nothing and both sides of a comparison get it at the same price.
+    ``read(n)`` returns exactly ``n`` bytes until the end, as a file does (boto3's transfer manager
+    takes a short read for the end of the stream). A read of one whole aligned MiB returns the block
+    itself, and longer reads join whole blocks, so producing the data costs (almost) nothing and both
+    sides of a comparison get it at the same price.
     """
 
     def __init__(self, block: bytes, size: int) -> None:
@@ -134,12 +136,16 @@ class RepeatingStream:
     def read(self, size: int = -1, /) -> bytes:
         if size is None or size < 0:
             raise ValueError("this benchmark's uploads are never read whole")
-        size = min(size, self._remaining, len(self._block) - self._offset)
-        whole = size == len(self._block)
-        chunk = self._block if whole else self._block[self._offset : self._offset + size]
-        self._offset = (self._offset + size) % len(self._block)
-        self._remaining -= size
-        return chunk
+        size = min(size, self._remaining)
+        pieces = []
+        while size > 0:
+            piece = min(size, len(self._block) - self._offset)
+            whole = piece == len(self._block)
+            pieces.append(self._block if whole else self._block[self._offset : self._offset + piece])
+            self._offset = (self._offset + piece) % len(self._block)
+            self._remaining -= piece
+            size -= piece
+        return pieces[0] if len(pieces) == 1 else b"".join(pieces)
 
 
 def _manager(root: str) -> Any:
@@ -161,15 +167,26 @@ def _manager(root: str) -> Any:
 
 
 def remove_previous_output(params: dict[str, Any]) -> None:
-    """Delete the file the previous put left, just before the clock starts.
+    """Delete what the previous measurement stored, just before the clock starts.
 
-    The page cache then hands its freshly freed pages straight to this put. Deleted any earlier, the
-    pages would sit free long enough for a VM's balloon driver to return them to the host, and the
-    put would pay for faulting them back in: on the machine these benchmarks were written on that
-    costs 0.2 s or 1-2 s of kernel time per GiB at random, whatever the code writing.
+    A local file's page cache then hands its freshly freed pages straight to this put. Deleted any
+    earlier, the pages would sit free long enough for a VM's balloon driver to return them to the
+    host, and the put would pay for faulting them back in: on the machine these benchmarks were
+    written on that costs 0.2 s or 1-2 s of kernel time per GiB at random, whatever the code writing.
+    An S3 object (``s3://bucket/key``) is deleted so that the server's disk does not fill up.
     """
-    for path in params.get("remove_before", ()):
-        os.unlink(path)
+    for output in params.get("remove_before", ()):
+        if output.startswith("s3://"):
+            bucket, _, key = output.removeprefix("s3://").partition("/")
+            s3_client(params).delete_object(Bucket=bucket, Key=key)
+        else:
+            os.unlink(output)
+
+
+def remove_outputs(params: dict[str, Any]) -> Result:
+    """Delete what the last measurement of a row stored (not a measurement)."""
+    remove_previous_output(params)
+    return {}
 
 
 def put_granite(params: dict[str, Any]) -> Result:
@@ -254,6 +271,127 @@ def get_baseline(params: dict[str, Any]) -> Result:
         while chunk := stream.read(CHUNK):
             size += len(chunk)
     return clock.result(size)
+
+
+# -- scenarios 2 and 3: S3 put and get ---------------------------------------------------------------
+
+
+def s3_client(params: dict[str, Any]) -> Any:
+    """A boto3 client for the run's S3 server: Signature Version 4, botocore's standard retries."""
+    import boto3
+    from botocore.config import Config
+
+    s3 = params["s3"]
+    return boto3.session.Session().client(
+        "s3",
+        endpoint_url=s3["endpoint_url"],
+        aws_access_key_id=s3["access_key"],
+        aws_secret_access_key=s3["secret_key"],
+        region_name=s3["region"],
+        config=Config(signature_version="s3v4", retries={"mode": "standard"}),
+    )
+
+
+def _s3_manager(params: dict[str, Any]) -> Any:
+    """A manager built as an application builds one: from configuration, credentials from the environment."""
+    from granite_storage import StorageManager
+
+    s3 = params["s3"]
+    os.environ["AWS_ACCESS_KEY_ID"] = s3["access_key"]
+    os.environ["AWS_SECRET_ACCESS_KEY"] = s3["secret_key"]
+    return StorageManager.from_config(
+        {
+            "backends": {
+                "s3": {
+                    "type": "s3",
+                    "bucket": s3["bucket"],
+                    "endpoint_url": s3["endpoint_url"],
+                    "region_name": s3["region"],
+                }
+            },
+            "policies": {"bench": {"backend": "s3", "key_prefix": "bench"}},
+        }
+    )
+
+
+def _s3_size(params: dict[str, Any], key: str) -> int:
+    """The stored object's size from the server (untimed: it shows that both sides did the work)."""
+    size: int = s3_client(params).head_object(Bucket=params["s3"]["bucket"], Key=key)["ContentLength"]
+    return size
+
+
+def s3_put_granite(params: dict[str, Any]) -> Result:
+    """``StorageManager.put_stream`` of the stream into an S3 backend with its default settings."""
+    manager = _s3_manager(params)
+    stream = RepeatingStream(data_block(), params["size"])
+    remove_previous_output(params)
+    with Clock(params) as clock:
+        ref = manager.put_stream(
+            storage_key="bench",
+            model_name="bench",
+            entity_id=str(os.getpid()),
+            field_name="blob",
+            stream=stream,
+        )
+    output = f"s3://{params['s3']['bucket']}/{ref.location}"
+    return clock.result(_s3_size(params, ref.location), output=output)
+
+
+def s3_put_boto3(params: dict[str, Any]) -> Result:
+    """boto3's ``upload_fileobj`` (the transfer manager, default ``TransferConfig``) of the same stream."""
+    client = s3_client(params)
+    stream = RepeatingStream(data_block(), params["size"])
+    key = f"baseline/{os.getpid()}.bin"
+    remove_previous_output(params)
+    with Clock(params) as clock:
+        client.upload_fileobj(stream, params["s3"]["bucket"], key)
+    return clock.result(_s3_size(params, key), output=f"s3://{params['s3']['bucket']}/{key}")
+
+
+def s3_prepare_object(params: dict[str, Any]) -> Result:
+    """Store the object the S3 get scenario reads (not a measurement): return its reference."""
+    manager = _s3_manager(params)
+    ref = manager.put_stream(
+        storage_key="bench",
+        model_name="bench",
+        entity_id="get",
+        field_name="blob",
+        stream=RepeatingStream(data_block(), params["size"]),
+    )
+    return {"ref": ref.to_dict()}
+
+
+def s3_get_granite(params: dict[str, Any]) -> Result:
+    """``StorageManager.open(ref)`` of the S3 object, read to the end in chunks."""
+    from granite_storage import StoredObjectRef
+
+    manager = _s3_manager(params)
+    ref = StoredObjectRef.from_dict(params["ref"])
+    size = 0
+    with Clock(params) as clock, manager.open(ref) as stream:
+        while chunk := stream.read(CHUNK):
+            size += len(chunk)
+    return clock.result(size)
+
+
+class _Sink:
+    """A write-only file that counts what it is given: a download's destination, costing nothing."""
+
+    def __init__(self) -> None:
+        self.size = 0
+
+    def write(self, data: bytes) -> int:
+        self.size += len(data)
+        return len(data)
+
+
+def s3_get_boto3(params: dict[str, Any]) -> Result:
+    """boto3's ``download_fileobj`` of the same object into a write-only sink."""
+    client = s3_client(params)
+    sink = _Sink()
+    with Clock(params) as clock:
+        client.download_fileobj(params["s3"]["bucket"], params["ref"]["location"], sink)
+    return clock.result(sink.size)
 
 
 # -- scenario 6: import and configuration ------------------------------------------------------------
@@ -366,11 +504,36 @@ MEASUREMENTS: dict[str, Callable[[dict[str, Any]], Result]] = {
     "import-sqlalchemy": import_sqlalchemy,
     "upload-stall-granite": upload_stall_granite,
     "idle-stall-baseline": idle_stall_baseline,
+    "s3-put-granite": s3_put_granite,
+    "s3-put-boto3": s3_put_boto3,
+    "s3-prepare-object": s3_prepare_object,
+    "s3-get-granite": s3_get_granite,
+    "s3-get-boto3": s3_get_boto3,
+    "remove-outputs": remove_outputs,
 }
 
 
+#: Measurements that live in modules of their own, by name prefix: each module has a ``MEASUREMENTS``
+#: mapping of its own and imports its helpers from this one (as ``measure``).
+MODULES = {"orm-": "orm_objects", "gc-": "gc_listing"}
+
+
+def find(name: str) -> Callable[[dict[str, Any]], Result]:
+    """The measurement called ``name``, from this module or from the module its prefix names."""
+    if name in MEASUREMENTS:
+        return MEASUREMENTS[name]
+    module = next((module for prefix, module in MODULES.items() if name.startswith(prefix)), None)
+    if module is None:
+        raise SystemExit(f"no measurement named {name!r}")
+    # Run as a script, this module is __main__; the scenario modules import it as `measure`, and must
+    # get this copy rather than a second one.
+    sys.modules.setdefault("measure", sys.modules[__name__])
+    found: dict[str, Callable[[dict[str, Any]], Result]] = __import__(module).MEASUREMENTS
+    return found[name]
+
+
 def main() -> None:
-    measure = MEASUREMENTS[sys.argv[1]]
+    measure = find(sys.argv[1])
     measured = measure(marshal.loads(bytes.fromhex(sys.argv[2])))
     import json
 

