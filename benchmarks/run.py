@@ -262,8 +262,65 @@ def orm_scenarios(size: Size) -> list[Scenario]:
 
 
 def gc_scenarios(size: Size) -> list[Scenario]:
-    """Scenario 5: a garbage collection against a bare listing of the same objects."""
-    return []
+    """Scenario 5: a garbage collection against a bare listing of the same objects.
+
+    The rows of one backend and size share one preparation (``benchmarks/gc_listing.py``): the
+    objects, 10% of them orphans, and a SQLite table referencing the rest. A deleting measurement
+    puts its orphans back after its clock stops, so every measurement lists the same objects.
+    """
+    collect = "StorageGarbageCollector.collect over the slot, grace period 0, references streamed by "
+    collect += "iter_model_storage_refs from a SQLite table referencing 90% of the objects"
+    listings = {
+        "local": (
+            "gc-scandir-walk",
+            "os.scandir walk",
+            "a bare recursive os.scandir walk of the slot's directory, counting its files",
+            size.gc_local_objects,
+        ),
+        "s3": (
+            "gc-list-objects-v2",
+            "list_objects_v2 paginator",
+            "a plain boto3 client's list_objects_v2 paginator over the slot's prefix, counting keys",
+            size.gc_s3_objects,
+        ),
+    }
+    rows = []
+    for backend, (baseline, baseline_title, baseline_description, counts) in listings.items():
+        where = "local" if backend == "local" else "S3"
+        for objects in counts:
+            candidates = [
+                ("gc-dry-run", "GC dry run", f"{collect} (dry run: reports the orphans)", True),
+                ("gc-deleting", "GC deleting", f"{collect}, deleting the orphans (10%) in batches", True),
+            ]
+            if backend == "local" and objects >= 1_000_000:  # where the memory the digests save shows
+                candidates.append(
+                    (
+                        "gc-dry-run-set-of-keys",
+                        "GC dry run, set of keys",
+                        f"{collect} (dry run), the referenced keys kept in a Python set of strings "
+                        "instead of the collector's 64-bit digests: what the digests save",
+                        False,
+                    )
+                )
+            for candidate, title, description, default in candidates:
+                rows.append(
+                    Scenario(
+                        5,
+                        f"{title}, {where}, {objects:,} objects",
+                        description,
+                        candidate=candidate,
+                        baseline=baseline,
+                        baseline_title=baseline_title,
+                        baseline_description=baseline_description,
+                        unit="s",
+                        prepare="gc-prepare",
+                        needs=frozenset({S3}) if backend == "s3" else frozenset(),
+                        params={"backend": backend, "objects": objects},
+                        repetitions=size.gc_repetitions,
+                        default=default,
+                    )
+                )
+    return rows
 
 
 # -- running -------------------------------------------------------------------------------------------
