@@ -86,6 +86,8 @@ def test_a_built_key_has_the_prefix_the_sanitised_segments_and_a_128_bit_token()
         "a\\b",
         "a:b",
         "a\x00b",
+        "a\nb",
+        "a\x1fb",
         "a\x7fb",
         "x" * (MAX_KEY_LENGTH + 1),
     ],

@@ -29,6 +29,7 @@ MAX_KEY_LENGTH = 1024
 _SEGMENT_LENGTH = 64
 _UNSAFE_RUN = re.compile(r"[^A-Za-z0-9._-]+")
 _EXTENSION = re.compile(r"^[a-z0-9]{1,16}$")
+_CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f]")
 _TOKEN_BYTES = 16  # 128 random bits per object
 _WINDOWS_DEVICES = frozenset(
     ["CON", "PRN", "AUX", "NUL", "CONIN$", "CONOUT$"]
@@ -51,7 +52,7 @@ def validate_key(key: object) -> str:
         raise InvalidKeyError(key, "keys are not empty")
     if len(key.encode("utf-8", "surrogatepass")) > MAX_KEY_LENGTH:
         raise InvalidKeyError(key, f"keys are at most {MAX_KEY_LENGTH} bytes")
-    if any(ord(char) < 0x20 or ord(char) == 0x7F for char in key):
+    if _CONTROL_CHARACTER.search(key):
         raise InvalidKeyError(key, "keys contain no control characters")
     if "\\" in key or ":" in key:
         raise InvalidKeyError(key, "keys contain no backslash or colon")
