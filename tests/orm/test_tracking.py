@@ -12,8 +12,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, delete, select
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy import Engine, delete, event, select
+from sqlalchemy.orm import Session, load_only, sessionmaker
 
 from granite_storage import (
     StorageError,
@@ -307,6 +307,39 @@ def test_assigning_to_an_expired_reference_releases_the_old_object(
         doc._file_ref = None  # plain assignment, not through the mixin, on an expired instance
         session.commit()
     assert files_under(storage_root) == []
+
+
+def test_assigning_to_a_deferred_reference_releases_the_old_object(
+    engine: Engine, sessions: sessionmaker[Session], storage_root: Path, deleting: StorageManager
+) -> None:
+    with sessions() as session:
+        new_document(session).set_content(b"x")
+        session.commit()
+    with sessions() as session:
+        doc = session.scalars(select(Document).options(load_only(Document.title))).one()
+        doc._file_ref = None  # the old reference was never loaded
+        session.commit()
+    assert files_under(storage_root) == []
+
+
+def test_storing_into_a_row_just_inserted_queries_no_previous_reference(
+    engine: Engine, sessions: sessionmaker[Session], storage_root: Path
+) -> None:
+    statements: list[str] = []
+
+    def record(connection: object, cursor: object, statement: str, *args: object) -> None:
+        statements.append(statement)
+
+    with sessions() as session:
+        doc = new_document(session)  # inserted with NULL: SQLAlchemy knows there is nothing to release
+        event.listen(engine, "before_cursor_execute", record)
+        try:
+            doc.set_content(b"x")
+            session.commit()
+        finally:
+            event.remove(engine, "before_cursor_execute", record)
+    assert [s.split()[0] for s in statements] == ["UPDATE"]
+    assert_storage_matches_database(engine, storage_root)
 
 
 def test_an_exception_in_a_savepoint_block_deletes_what_the_block_stored(

@@ -297,8 +297,20 @@ def _release(pending: _Pending, instance: object, refs: Iterable[Any]) -> None:
 
 
 def _replaced_unloaded(instance_state: Any, key: str) -> bool:
-    """Whether the value ``key`` had in the database was never loaded before being replaced."""
-    return instance_state.committed_state.get(key, None) is NO_VALUE
+    """Whether ``key`` was replaced before its value in the database was loaded, so it must be read.
+
+    That is an expired attribute (after a commit or ``expire()``, a ``merge(load=False)``) or a
+    deferred one. An attribute that a row was inserted without is unloaded too, but SQLAlchemy
+    knows that the row holds NULL there (reading it returns ``None`` without a query), so the
+    common flow (add, flush, ``set_content``) costs no query for a value that cannot exist.
+    """
+    if instance_state.committed_state.get(key, None) is not NO_VALUE:
+        return False
+    return (
+        key in instance_state.expired_attributes
+        or key in instance_state.callables
+        or instance_state.mapper.attrs[key].deferred
+    )
 
 
 def _value_in_database(session: Session, instance: object, key: str) -> Any:
