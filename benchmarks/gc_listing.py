@@ -5,9 +5,9 @@ once per backend and size by ``gc-prepare`` (untimed):
 
 * ``objects`` one-byte objects in the slot ``documents`` (key prefix ``bench``), in the layout the
   manager gives them (``bench/document/<n>/file/<token>.bin``, one directory per entity). Local files
-  are written straight to disk under ``<root>/storage``, about ten times faster than through
-  ``put()`` and the same tree; S3 objects are uploaded with 16 threads of ``PutObject`` under a
-  backend prefix of their own in the run's bucket.
+  are written straight to disk under ``<root>/storage``, the tree ``put()`` would make without its
+  cost; S3 objects are uploaded with 16 threads of ``PutObject`` under a backend prefix of their
+  own in the run's bucket.
 * a SQLite table (``<root>/refs.db``) whose rows reference all objects but every tenth: 10% are
   orphans. The collector streams it with ``iter_model_storage_refs``.
 
@@ -19,7 +19,11 @@ connection), so both processes reach the clock in the same state; both sides rep
 objects listed as their ``count``.
 
 A deleting measurement puts its orphans back after its clock stops, so every measurement, of either
-side, finds the slot as it was prepared.
+side, finds the slot as it was prepared. (``run.py``'s ``restore`` step runs before the candidate
+only: the baseline after a deleting measurement would list 90% of the objects.)
+
+``gc-dry-run-set-of-keys`` is the dry run with the referenced keys in a Python ``set`` of strings
+instead of the collector's 64-bit digests: what the digests save in memory.
 """
 
 from __future__ import annotations
@@ -294,16 +298,20 @@ def scandir_walk(params: dict[str, Any]) -> Result:
     """A bare recursive ``os.scandir`` walk of the slot's directory, counting its files."""
     _setup(params)
     with Clock(params) as clock:
-        count = 0
-        directories = [str(_storage(params) / PREFIX)]
-        while directories:
-            with os.scandir(directories.pop()) as entries:
-                for entry in entries:
-                    if entry.is_dir(follow_symlinks=False):
-                        directories.append(entry.path)
-                    elif entry.is_file(follow_symlinks=False):
-                        count += 1
+        count = _count_files(str(_storage(params) / PREFIX))
     return clock.result(0, count=count)
+
+
+def _count_files(directory: str) -> int:
+    """Depth first, one open directory per level, as the local backend walks (no stat: ``d_type``)."""
+    count = 0
+    with os.scandir(directory) as entries:
+        for entry in entries:
+            if entry.is_dir(follow_symlinks=False):
+                count += _count_files(entry.path)
+            elif entry.is_file(follow_symlinks=False):
+                count += 1
+    return count
 
 
 def list_objects_v2(params: dict[str, Any]) -> Result:
