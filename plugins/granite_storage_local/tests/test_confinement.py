@@ -16,6 +16,7 @@ import pytest
 
 from granite_storage import InvalidKeyError
 from granite_storage_local import LocalStorageBackend
+from granite_storage_local.backend import _real_path
 
 SENTINEL = b"sentinel: not for the storage backend"
 
@@ -173,3 +174,87 @@ def test_a_relative_symlink_to_a_file_inside_the_root_is_an_ordinary_path(
     assert backend.get("docs/latest.txt") == b"report"
     with backend.open("docs/latest.txt") as stream:
         assert stream.read() == b"report"
+
+
+# -- the resolution every check relies on -----------------------------------------------------------
+
+
+def _layout(root: Path, outside: Path) -> dict[str, Path]:
+    """Paths under ``root`` of every kind the confinement checks meet, by name."""
+    (root / "docs" / "real").mkdir(parents=True)
+    (root / "docs" / "real" / "file.txt").write_bytes(b"x")
+    (root / "docs" / "alias").symlink_to(root / "docs" / "real", target_is_directory=True)
+    (root / "docs" / "escape").symlink_to(outside, target_is_directory=True)
+    os.symlink("../../outside", root / "docs" / "up")
+    (root / "docs" / "link.txt").symlink_to(outside / "secret.txt")
+    (root / "docs" / "inner.txt").symlink_to(root / "docs" / "real" / "file.txt")
+    (root / "docs" / "dangling.txt").symlink_to(outside / "missing.txt")
+    os.symlink("loop", root / "docs" / "loop")
+    return {
+        "file": root / "docs" / "real" / "file.txt",
+        "missing-file": root / "docs" / "real" / "new.txt",
+        "missing-directory": root / "docs" / "new" / "deeper" / "new.txt",
+        "through-inner-symlink": root / "docs" / "alias" / "file.txt",
+        "through-outer-symlink": root / "docs" / "escape" / "secret.txt",
+        "through-relative-climb": root / "docs" / "up" / "new.txt",
+        "symlink-to-outside": root / "docs" / "link.txt",
+        "symlink-to-inside": root / "docs" / "inner.txt",
+        "dangling-symlink": root / "docs" / "dangling.txt",
+        "symlink-loop": root / "docs" / "loop",
+        "through-symlink-loop": root / "docs" / "loop" / "x.txt",
+        "through-a-file": root / "docs" / "real" / "file.txt" / "x.txt",
+    }
+
+
+CASES = [
+    "file",
+    "missing-file",
+    "missing-directory",
+    "through-inner-symlink",
+    "through-outer-symlink",
+    "through-relative-climb",
+    "symlink-to-outside",
+    "symlink-to-inside",
+    "dangling-symlink",
+    "symlink-loop",
+    "through-symlink-loop",
+    "through-a-file",
+]
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_paths_resolve_exactly_as_os_path_realpath_resolves_them(
+    backend: LocalStorageBackend, root: Path, outside: Path, case: str
+) -> None:
+    path = str(_layout(root, outside)[case])
+    assert _real_path(path) == os.path.realpath(path)
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_without_proc_paths_still_resolve_as_os_path_realpath_resolves_them(
+    backend: LocalStorageBackend, root: Path, outside: Path, case: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    readlink = os.readlink
+
+    def no_proc(path: str) -> str:
+        if str(path).startswith("/proc/"):
+            raise FileNotFoundError(path)
+        return readlink(path)
+
+    path = str(_layout(root, outside)[case])
+    expected = os.path.realpath(path)
+    monkeypatch.setattr(os, "readlink", no_proc)
+    assert _real_path(path) == expected
+
+
+@pytest.mark.skipif(not hasattr(os, "O_PATH"), reason="open(O_PATH) is Linux's")
+def test_an_ordinary_path_is_resolved_by_the_kernel_in_one_open(
+    backend: LocalStorageBackend, root: Path, outside: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = str(_layout(root, outside)["file"])
+
+    def one_lstat_per_component(path: str) -> str:
+        raise AssertionError("os.path.realpath was called for a path without symlinks")
+
+    monkeypatch.setattr(os.path, "realpath", one_lstat_per_component)
+    assert _real_path(path) == path

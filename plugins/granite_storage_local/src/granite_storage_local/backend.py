@@ -254,7 +254,7 @@ class LocalStorageBackend(StorageBackend):
         return path
 
     def _check_inside_root(self, key: str, path: str) -> None:
-        if not self._is_under_root(os.path.realpath(path)):
+        if not self._is_under_root(_real_path(path)):
             raise InvalidKeyError(key, "it resolves outside the storage root")
 
     def _create_temp_file(self, key: str, directory: str) -> tuple[BinaryIO, str, _Paths]:
@@ -347,6 +347,44 @@ def _create_exclusive(directory: str) -> tuple[int, str]:
             return os.open(path, flags, 0o666), path
         except FileExistsError:
             continue  # 64 random bits collided: draw again
+
+
+# Linux resolves a whole directory path in one open(O_PATH) and names the result in /proc/self/fd.
+_O_PATH = getattr(os, "O_PATH", 0)
+_DELETED = " (deleted)"  # what /proc/self/fd shows for a directory removed since it was opened
+
+
+def _real_path(path: str) -> str:
+    """``os.path.realpath(path)``: the same answer, from four system calls instead of one per component.
+
+    ``os.path.realpath`` calls ``lstat`` on every component of an absolute path, which made up half of
+    a small object's read. On Linux the kernel resolves the directory in one ``open(O_PATH)`` and
+    ``/proc/self/fd`` names the result, and one ``lstat`` tells whether the last component is a
+    symlink. Whenever that cannot answer exactly (no ``O_PATH`` or ``/proc``, a missing directory,
+    a last component that is a symlink, a directory removed meanwhile), ``os.path.realpath`` does.
+    """
+    if _O_PATH:
+        directory, name = os.path.split(path)
+        try:
+            fd = os.open(directory, _O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError:
+            return os.path.realpath(path)
+        try:
+            resolved = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            resolved = ""
+        finally:
+            os.close(fd)
+        if resolved.startswith("/") and not resolved.endswith(_DELETED):
+            try:
+                last_is_link = stat.S_ISLNK(os.lstat(path).st_mode)
+            except FileNotFoundError:
+                last_is_link = False  # realpath keeps a missing last component as it is
+            except OSError:
+                last_is_link = True
+            if not last_is_link:
+                return os.path.join(resolved, name)
+    return os.path.realpath(path)
 
 
 def _fsync_directory(directory: str) -> None:
