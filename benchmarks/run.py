@@ -257,8 +257,55 @@ def scenarios(size: Size) -> list[Scenario]:
 
 
 def orm_scenarios(size: Size) -> list[Scenario]:
-    """Scenario 4: small files through the ORM against each peer library, on SQLite and PostgreSQL."""
-    return []
+    """Scenario 4: small files through the ORM against each peer library, on SQLite and PostgreSQL.
+
+    The measurements are in ``benchmarks/orm_objects.py``, whose docstring says how each library is
+    used. A store row starts each measurement from an empty table and directory and commits one
+    transaction per file; a read row reads the files its preparation stored once per side.
+    """
+    databases = {"sqlite": ("SQLite", frozenset()), "postgresql": ("PostgreSQL", frozenset({POSTGRESQL}))}
+    peers = {
+        "sqlalchemy-file": "FileField with libcloud's LocalStorageDriver (its defaults)",
+        "advanced-alchemy": "StoredObject with an ObstoreBackend on file:// and its session listeners",
+    }
+    operations = {
+        "store": (
+            "add the row, flush, set_content(data, filename=...), commit; one transaction per file, "
+            "session tracking on",
+            "add a row holding the library's file object, commit; one transaction per file",
+            None,
+        ),
+        "read": (
+            "load every row in one query, get_content() of each",
+            "load every row in one query, read each file's whole content through the library",
+            "orm-prepare-read",
+        ),
+    }
+    rows = []
+    for database, (database_title, needs) in databases.items():
+        for operation, (description, baseline_description, prepare) in operations.items():
+            for peer, peer_description in peers.items():
+                rows.append(
+                    Scenario(
+                        4,
+                        f"ORM {operation} 4 KiB files, {database_title}",
+                        f"{size.small_objects:,} files of 4 KiB through a StoredContentMixin model and "
+                        f"a local backend on {database_title}: {description}",
+                        candidate=f"orm-{operation}-granite",
+                        baseline=f"orm-{operation}-{peer}",
+                        baseline_title=peer,
+                        baseline_description=f"{peer_description}, the same files on the same disk "
+                        f"and database: {baseline_description}",
+                        unit="files/s",
+                        ratio_target=1.0,
+                        ratio_target_note="at least as fast as the peer",
+                        prepare=prepare,
+                        needs=frozenset({PEERS}) | needs,
+                        params={"database": database, "peer": peer, "count": size.small_objects},
+                        repetitions=size.orm_repetitions,
+                    )
+                )
+    return rows
 
 
 def gc_scenarios(size: Size) -> list[Scenario]:
