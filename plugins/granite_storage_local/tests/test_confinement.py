@@ -190,6 +190,7 @@ def _layout(root: Path, outside: Path) -> dict[str, Path]:
     (root / "docs" / "inner.txt").symlink_to(root / "docs" / "real" / "file.txt")
     (root / "docs" / "dangling.txt").symlink_to(outside / "missing.txt")
     os.symlink("loop", root / "docs" / "loop")
+    (root / "docs" / "ghost").symlink_to(outside / "missing-directory", target_is_directory=True)
     return {
         "file": root / "docs" / "real" / "file.txt",
         "missing-file": root / "docs" / "real" / "new.txt",
@@ -203,6 +204,9 @@ def _layout(root: Path, outside: Path) -> dict[str, Path]:
         "symlink-loop": root / "docs" / "loop",
         "through-symlink-loop": root / "docs" / "loop" / "x.txt",
         "through-a-file": root / "docs" / "real" / "file.txt" / "x.txt",
+        "below-a-file": root / "docs" / "real" / "file.txt" / "x" / "y.txt",
+        "through-a-dangling-directory-symlink": root / "docs" / "ghost" / "new" / "x.txt",
+        "through-a-symlink-to-a-file": root / "docs" / "inner.txt" / "x" / "y.txt",
     }
 
 
@@ -219,6 +223,9 @@ CASES = [
     "symlink-loop",
     "through-symlink-loop",
     "through-a-file",
+    "below-a-file",
+    "through-a-dangling-directory-symlink",
+    "through-a-symlink-to-a-file",
 ]
 
 
@@ -248,10 +255,11 @@ def test_without_proc_paths_still_resolve_as_os_path_realpath_resolves_them(
 
 
 @pytest.mark.skipif(not hasattr(os, "O_PATH"), reason="open(O_PATH) is Linux's")
-def test_an_ordinary_path_is_resolved_by_the_kernel_in_one_open(
-    backend: LocalStorageBackend, root: Path, outside: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("case", ["file", "missing-file", "missing-directory"])
+def test_a_path_without_symlinks_is_resolved_by_the_kernel(
+    backend: LocalStorageBackend, root: Path, outside: Path, monkeypatch: pytest.MonkeyPatch, case: str
 ) -> None:
-    path = str(_layout(root, outside)["file"])
+    path = str(_layout(root, outside)[case])
 
     def one_lstat_per_component(path: str) -> str:
         raise AssertionError("os.path.realpath was called for a path without symlinks")

@@ -355,36 +355,49 @@ _DELETED = " (deleted)"  # what /proc/self/fd shows for a directory removed sinc
 
 
 def _real_path(path: str) -> str:
-    """``os.path.realpath(path)``: the same answer, from four system calls instead of one per component.
+    """``os.path.realpath(path)``: the same answer, from a few system calls instead of one per component.
 
     ``os.path.realpath`` calls ``lstat`` on every component of an absolute path, which made up half of
-    a small object's read. On Linux the kernel resolves the directory in one ``open(O_PATH)`` and
-    ``/proc/self/fd`` names the result, and one ``lstat`` tells whether the last component is a
-    symlink. Whenever that cannot answer exactly (no ``O_PATH`` or ``/proc``, a missing directory,
-    a last component that is a symlink, a directory removed meanwhile), ``os.path.realpath`` does.
+    a small object's read. On Linux the kernel resolves the deepest existing directory of ``path`` in
+    one ``open(O_PATH)`` and ``/proc/self/fd`` names the result; one ``lstat`` of the component below
+    it tells whether that is a symlink (resolved) or missing (kept as it is, with everything after
+    it, as ``os.path.realpath`` keeps it). Whenever that cannot answer exactly (no ``O_PATH`` or
+    ``/proc``, a symlink there, a directory removed meanwhile), ``os.path.realpath`` does.
     """
-    if _O_PATH:
-        directory, name = os.path.split(path)
+    if not _O_PATH:
+        return os.path.realpath(path)
+    directory, below = path, []
+    while True:  # up from the path's own directory to the deepest one that exists
+        directory, name = os.path.split(directory)
+        below.append(name)
         try:
             fd = os.open(directory, _O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            if directory == os.path.dirname(directory):
+                return os.path.realpath(path)
+            continue
         except OSError:
             return os.path.realpath(path)
-        try:
-            resolved = os.readlink(f"/proc/self/fd/{fd}")
-        except OSError:
-            resolved = ""
-        finally:
-            os.close(fd)
-        if resolved.startswith("/") and not resolved.endswith(_DELETED):
-            try:
-                last_is_link = stat.S_ISLNK(os.lstat(path).st_mode)
-            except FileNotFoundError:
-                last_is_link = False  # realpath keeps a missing last component as it is
-            except OSError:
-                last_is_link = True
-            if not last_is_link:
-                return os.path.join(resolved, name)
-    return os.path.realpath(path)
+        break
+    try:
+        resolved = os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        return os.path.realpath(path)
+    finally:
+        os.close(fd)
+    if not resolved.startswith("/") or resolved.endswith(_DELETED):
+        return os.path.realpath(path)
+    try:
+        first = os.lstat(os.path.join(directory, below[-1]))
+    except FileNotFoundError:
+        pass  # missing: kept as it is, and so is everything below it
+    except OSError:
+        return os.path.realpath(path)
+    else:
+        # It exists: only the last component may, and only if it is not a symlink to resolve.
+        if len(below) > 1 or stat.S_ISLNK(first.st_mode):
+            return os.path.realpath(path)
+    return os.path.join(resolved, *reversed(below))
 
 
 def _fsync_directory(directory: str) -> None:
