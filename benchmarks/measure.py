@@ -67,6 +67,8 @@ class Clock:
         self.seconds = 0.0
         self.cpu: dict[str, float] = {}
         self.memory_growth: dict[str, int] = {}
+        #: The process's peak resident set size (``VmHWM``) after the operation, imports included.
+        self.peak_kib = 0
 
     def __enter__(self) -> Clock:
         if self._profile_path:
@@ -96,6 +98,7 @@ class Clock:
             "resident": after["hwm"] - self._before["rss"],
             "maxrss": after["maxrss"] - self._before["maxrss"],
         }
+        self.peak_kib = after["hwm"]
         if self._profiler and self._profile_path and kind is None:
             import pstats
 
@@ -108,6 +111,7 @@ class Clock:
             "cpu_seconds": self.cpu,
             "bytes": size,
             "memory_growth_kib": self.memory_growth,
+            "peak_rss_kib": self.peak_kib,
             **extra,
         }
 
@@ -339,6 +343,7 @@ def s3_put_granite(params: dict[str, Any]) -> Result:
 
 def s3_put_boto3(params: dict[str, Any]) -> Result:
     """boto3's ``upload_fileobj`` (the transfer manager, default ``TransferConfig``) of the same stream."""
+    _s3_manager(params)  # the candidate's untimed setup, so that both processes start alike
     client = s3_client(params)
     stream = RepeatingStream(data_block(), params["size"])
     key = f"baseline/{os.getpid()}.bin"
@@ -387,6 +392,7 @@ class _Sink:
 
 def s3_get_boto3(params: dict[str, Any]) -> Result:
     """boto3's ``download_fileobj`` of the same object into a write-only sink."""
+    _s3_manager(params)
     client = s3_client(params)
     sink = _Sink()
     with Clock(params) as clock:

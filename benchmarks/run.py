@@ -23,6 +23,7 @@ granite-storage side is profiled once with cProfile and the report saved beside 
 from __future__ import annotations
 
 import argparse
+import collections
 import contextlib
 import datetime
 import importlib.metadata
@@ -72,6 +73,18 @@ class Size:
 
 
 SIZES = {
+    # Checks that every scenario runs (the test suite's tests/test_benchmarks.py); measures nothing.
+    "smoke": Size(
+        "smoke",
+        data_bytes=2 * MIB,
+        transfer_repetitions=1,
+        small_objects=10,
+        orm_repetitions=1,
+        gc_local_objects=(100,),
+        gc_s3_objects=(50,),
+        gc_repetitions=1,
+        import_repetitions=1,
+    ),
     "quick": Size(
         "quick",
         data_bytes=64 * MIB,
@@ -111,9 +124,10 @@ class Scenario:
     ``candidate`` and ``baseline`` name measurements of ``benchmarks/measure.py`` (or of a module it
     dispatches to). For a throughput ``unit`` the target is ratio >= ``ratio_target``, for a time
     ratio <= ``ratio_target``. ``prepare`` runs once, untimed, before the row (rows with the same
-    ``prepare`` and ``params`` share one run) and its result joins the parameters; ``restore`` runs,
-    untimed, before every candidate measurement, for candidates that change the data (deleting
-    orphans).
+    ``prepare`` and ``params`` share one run) and its result joins the parameters; the data it made is
+    deleted after the last such row. A measurement that changes the data puts it back after its clock
+    stops. ``warm_up`` runs each side once, discarded, before the repetitions: it compiles bytecode and
+    takes first-touch costs off both sides, which matters for short measurements only.
     """
 
     number: int
@@ -129,10 +143,10 @@ class Scenario:
     memory_target_kib: int | None = None
     memory_target_note: str = ""
     prepare: str | None = None
-    restore: str | None = None
     needs: frozenset[str] = frozenset()
     params: Mapping[str, Any] = field(default_factory=dict)
     repetitions: int | None = None
+    warm_up: bool = True
     default: bool = True
 
     @property
@@ -364,6 +378,8 @@ def gc_scenarios(size: Size) -> list[Scenario]:
                         needs=frozenset({S3}) if backend == "s3" else frozenset(),
                         params={"backend": backend, "objects": objects},
                         repetitions=size.gc_repetitions,
+                        # Measurements of many seconds gain nothing from a warm-up, which costs minutes.
+                        warm_up=objects < 100_000,
                         default=default,
                     )
                 )
@@ -448,8 +464,23 @@ def s3_server(directory: Path) -> Iterator[dict[str, str]]:
                 "bucket": server.bucket,
             }
         finally:
-            launcher.empty_bucket(client, server.bucket)
+            empty_bucket(client, server.bucket)
             client.delete_bucket(Bucket=server.bucket)
+
+
+def empty_bucket(client: Any, bucket: str) -> None:
+    """Abort the bucket's multipart uploads and delete its objects, 1,000 keys a request.
+
+    The S3 tests' ``empty_bucket`` deletes one key a request, which takes minutes for the garbage
+    collection scenario's 100,000 objects.
+    """
+    for page in client.get_paginator("list_multipart_uploads").paginate(Bucket=bucket):
+        for upload in page.get("Uploads", []):
+            client.abort_multipart_upload(Bucket=bucket, Key=upload["Key"], UploadId=upload["UploadId"])
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+        keys = [{"Key": item["Key"]} for item in page.get("Contents", [])]
+        if keys:  # a page holds at most 1,000 keys, as many as one DeleteObjects request takes
+            client.delete_objects(Bucket=bucket, Delete={"Objects": keys, "Quiet": True})
 
 
 def load_s3_test_launcher() -> Any:
@@ -524,21 +555,38 @@ def spread(values: list[float]) -> dict[str, float]:
 
 
 class Preparations:
-    """The results of ``prepare`` measurements, shared by rows that prepare the same data."""
+    """The data rows work on: made once for every row with the same ``prepare`` and ``params``.
 
-    def __init__(self, workdir: Path) -> None:
+    Each such group gets a directory of its own (``root``), deleted when its last row is done, so a
+    run never holds more than one group's data on disk (a million files take gigabytes).
+    """
+
+    def __init__(self, workdir: Path, rows: list[Scenario]) -> None:
         self._workdir = workdir
-        self._done: dict[str, dict[str, Any]] = {}
+        self._users = collections.Counter(self._key(row) for row in rows)
+        self._made: dict[str, dict[str, Any]] = {}
+
+    @staticmethod
+    def _key(scenario: Scenario) -> str:
+        return json.dumps([scenario.prepare, dict(scenario.params)], sort_keys=True, default=str)
 
     def params(self, scenario: Scenario, common: dict[str, Any]) -> dict[str, Any]:
-        key = json.dumps([scenario.prepare, dict(scenario.params)], sort_keys=True, default=str)
-        if key not in self._done:
-            root = self._workdir / f"data-{len(self._done)}"
+        """The row's parameters: ``common``, its own, ``root`` and what its preparation returned."""
+        key = self._key(scenario)
+        if key not in self._made:
+            root = self._workdir / f"data-{len(self._made)}"
             params = {**common, **scenario.params, "root": str(root)}
             if scenario.prepare:
                 params.update(measure(scenario.prepare, params, self._workdir))
-            self._done[key] = params
-        return dict(self._done[key])
+            self._made[key] = params
+        return dict(self._made[key])
+
+    def done(self, scenario: Scenario) -> None:
+        """The row has run (or was skipped): delete its group's directory after the group's last row."""
+        key = self._key(scenario)
+        self._users[key] -= 1
+        if self._users[key] == 0 and key in self._made:
+            shutil.rmtree(self._made[key]["root"], ignore_errors=True)
 
 
 def run_scenario(
@@ -548,22 +596,21 @@ def run_scenario(
     sides = {"candidate": scenario.candidate, "baseline": scenario.baseline}
     outputs: list[str] = []  # what the previous measurement stored: the next one deletes it first
 
-    def run(side: str, name: str) -> dict[str, Any]:
-        if side == "candidate" and scenario.restore:
-            measure(scenario.restore, params, workdir)
+    def run(name: str) -> dict[str, Any]:
         sample = synced_measure(name, {**params, "remove_before": outputs[:]}, workdir)
         outputs[:] = [sample["output"]] if "output" in sample else []
         return sample
 
-    for side, name in sides.items():
-        run(side, name)  # warm-up, discarded: compiles bytecode; first-touch effects land on neither side
+    if scenario.warm_up:
+        for name in sides.values():
+            run(name)  # discarded: compiles bytecode; first-touch effects land on neither side
     samples: dict[str, list[dict[str, Any]]] = {"candidate": [], "baseline": []}
     for repetition in range(count):
         order = list(sides.items())
         if repetition % 2:
             order.reverse()
         for side, name in order:
-            samples[side].append(run(side, name))
+            samples[side].append(run(name))
         print(".", end="", file=sys.stderr, flush=True)
     print(file=sys.stderr)
     if outputs:
@@ -579,6 +626,7 @@ def run_scenario(
         side: max(sample["memory_growth_kib"]["resident"] for sample in samples[side]) for side in sides
     }
     maxrss = {side: max(sample["memory_growth_kib"]["maxrss"] for sample in samples[side]) for side in sides}
+    peak = {side: max(sample["peak_rss_kib"] for sample in samples[side]) for side in sides}
     ratio = spread(ratios)
     best = max if scenario.throughput else min
     best_ratio = best(figures["candidate"]) / best(figures["baseline"])
@@ -607,6 +655,8 @@ def run_scenario(
         # work, which varies from run to run on a VM. A diagnosis, not a target.
         "user_cpu_ratio": {**spread(user_ratios), "pairs": user_ratios} if user_ratios else None,
         "peak_rss_growth_kib": {"resident": memory, "maxrss": maxrss},
+        # The process's whole peak (VmHWM), interpreter and imports included: the worst repetition.
+        "peak_rss_kib": peak,
         "targets": targets,
         "samples": samples,
     }
@@ -645,12 +695,10 @@ def check_same_work(scenario: Scenario, samples: dict[str, list[dict[str, Any]]]
         raise RuntimeError(f"{scenario.title}: the sides stored different content: {checksums}")
 
 
-def profile(scenario: Scenario, params: dict[str, Any], workdir: Path) -> Path:
-    """Run the granite-storage side once under cProfile; return the report's path."""
+def profile(scenario: Scenario, params: dict[str, Any], workdir: Path, directory: Path) -> Path:
+    """Run the granite-storage side once under cProfile; return the report's path in ``directory``."""
     slug = "".join(c if c.isalnum() else "-" for c in scenario.title).strip("-")
-    report = RESULTS_DIR / f"profile-{scenario.number}-{slug}.txt"
-    if scenario.restore:
-        measure(scenario.restore, params, workdir)
+    report = directory / f"profile-{scenario.number}-{slug}.txt"
     sample = measure(scenario.candidate, {**params, "profile": str(report)}, workdir)
     if "output" in sample:
         measure("remove-outputs", {**params, "remove_before": [sample["output"]]}, workdir)
@@ -812,6 +860,12 @@ def parse_arguments() -> argparse.Namespace:
     parser.add_argument(
         "--profile", action="store_true", help="profile the granite-storage side of every scenario run"
     )
+    parser.add_argument(
+        "--output",
+        type=Path,
+        default=RESULTS_DIR / "latest.json",
+        help="where to write the JSON report (default: benchmarks/results/latest.json)",
+    )
     return parser.parse_args()
 
 
@@ -835,27 +889,31 @@ def main() -> int:
     started = datetime.datetime.now(datetime.UTC)
     workdir = RESULTS_DIR / "tmp" / f"run-{os.getpid()}"
     workdir.mkdir(parents=True)
-    for stale in RESULTS_DIR.glob("profile-*.txt"):
+    output: Path = arguments.output.resolve()
+    output.parent.mkdir(parents=True, exist_ok=True)
+    for stale in output.parent.glob("profile-*.txt"):
         stale.unlink()
     results: list[dict[str, Any]] = []
     profiles: list[str] = []
     try:
         needs = set().union(*(scenario.needs for scenario in selected))
         with resources(needs, workdir) as found:
-            preparations = Preparations(workdir)
+            preparations = Preparations(workdir, selected)
             for scenario in selected:
                 print(f"scenario {scenario.number}: {scenario.title}", file=sys.stderr)
                 reason = found.skip_reason(scenario)
                 if reason:
                     print(f"  skipped: {reason}", file=sys.stderr)
                     results.append({**describe(scenario), "skipped": reason})
+                    preparations.done(scenario)
                     continue
                 params = preparations.params(scenario, found.params())
                 result = run_scenario(scenario, params, workdir, arguments.repetitions)
                 results.append(result)
                 missed = scenario.ratio_target is not None and not result["targets"][0]["met"]
                 if arguments.profile or missed:
-                    profiles.append(str(profile(scenario, params, workdir).relative_to(ROOT)))
+                    profiles.append(str(profile(scenario, params, workdir, output.parent)))
+                preparations.done(scenario)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
         with contextlib.suppress(OSError):
@@ -871,10 +929,9 @@ def main() -> int:
     }
     table = render(report)
     report["table"] = table
-    output = RESULTS_DIR / "latest.json"
     output.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     print(table)
-    print(f"\nwrote {output.relative_to(ROOT)} ({report['seconds']} s)")
+    print(f"\nwrote {output} ({report['seconds']} s)")
     return 0
 
 
