@@ -127,7 +127,8 @@ class RepeatingStream:
 
     Has nothing but ``read``: no ``seek``, ``tell``, ``fileno`` or length for a library to lean on.
     ``read(n)`` returns exactly ``n`` bytes until the end, as a file does (boto3's transfer manager
-    takes a short read for the end of the stream). A read of one whole aligned MiB returns the block
+    takes a short read for the end of the stream), and ``read()`` the rest (boto3 reads a stream below
+    its multipart threshold whole, as the smoke size's are). A read of one whole aligned MiB returns the block
     itself, and longer reads join whole blocks, so producing the data costs (almost) nothing and both
     sides of a comparison get it at the same price.
     """
@@ -138,9 +139,7 @@ class RepeatingStream:
         self._offset = 0
 
     def read(self, size: int = -1, /) -> bytes:
-        if size is None or size < 0:
-            raise ValueError("this benchmark's uploads are never read whole")
-        size = min(size, self._remaining)
+        size = self._remaining if size is None or size < 0 else min(size, self._remaining)
         pieces = []
         while size > 0:
             piece = min(size, len(self._block) - self._offset)
