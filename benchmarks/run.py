@@ -89,10 +89,10 @@ SIZES = {
         "quick",
         data_bytes=64 * MIB,
         transfer_repetitions=3,
-        small_objects=500,
+        small_objects=100,
         orm_repetitions=3,
-        gc_local_objects=(10_000,),
-        gc_s3_objects=(2_000,),
+        gc_local_objects=(5_000,),
+        gc_s3_objects=(1_000,),
         gc_repetitions=3,
         import_repetitions=5,
     ),
@@ -700,7 +700,9 @@ def check_same_work(scenario: Scenario, samples: dict[str, list[dict[str, Any]]]
 
 def profile(scenario: Scenario, params: dict[str, Any], workdir: Path, directory: Path) -> Path:
     """Run the granite-storage side once under cProfile; return the report's path in ``directory``."""
-    slug = "".join(c if c.isalnum() else "-" for c in scenario.title).strip("-")
+    # The baseline is part of the name: scenario 4 has one row per peer with the same title.
+    title = f"{scenario.title} vs {scenario.baseline_title}"
+    slug = "".join(c if c.isalnum() else "-" for c in title).strip("-")
     report = directory / f"profile-{scenario.number}-{slug}.txt"
     sample = measure(scenario.candidate, {**params, "profile": str(report)}, workdir)
     if "output" in sample:
