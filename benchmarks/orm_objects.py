@@ -211,6 +211,30 @@ class GraniteSide(Side):
     def path(self, row: Any) -> str:
         return os.path.join(self.backend_root, *row.content_ref.location.split("/"))
 
+    def made_directory(self, entity_id: int) -> str:
+        """The directory the key layout (``documents/<table>/<id>/file_ref/<token>``) gives a row."""
+        from granite_storage.keys import sanitize_segment
+
+        table = sanitize_segment(self.model.__tablename__)
+        return os.path.join(self.backend_root, "documents", table, str(entity_id), "file_ref")
+
+    def make_directories(self, count: int) -> None:
+        """Diagnosis, before the clock: make the two directories per row that the key layout needs.
+
+        A fresh table numbers its rows from 1, so the rows to come are ``1..count``.
+        """
+        for entity_id in range(1, count + 1):
+            os.makedirs(self.made_directory(entity_id))
+
+    def check_made_directories_used(self) -> None:
+        """Every file went into a directory made beforehand (else the diagnosis measured nothing)."""
+        from sqlalchemy.orm import Session
+
+        with Session(self.engine) as session:
+            for row in self.rows(session):
+                if os.path.dirname(self.path(row)) != self.made_directory(row.id):
+                    raise RuntimeError(f"{self.path(row)} is not in a directory made beforehand")
+
 
 class SqlalchemyFileSide(Side):
     """``FileField`` with libcloud's ``LocalStorageDriver``, as sqlalchemy-file configures it by default."""
@@ -361,10 +385,16 @@ def measure_store(library: str, params: dict[str, Any]) -> Result:
     files = contents(params["count"])
     reset_table(side.engine, side.base)
     connect(side.engine)
+    # A diagnosis of granite-storage's key layout; the peer of such a row stores as always.
+    premade = side if isinstance(side, GraniteSide) and params.get("premade_directories") else None
+    if premade:
+        premade.make_directories(len(files))
     os.sync()  # the cleared directory and table are on disk before the clock starts
     with Clock(params) as clock:
         store_all(side, files)
     stored = stored_checksum(side, len(files))
+    if premade:
+        premade.check_made_directories_used()
     result = clock.result(len(files) * FILE_SIZE, count=len(files), checksum=stored)
     if params["database"] != "sqlite":
         side.base.metadata.drop_all(side.engine)  # the server keeps no benchmark tables

@@ -323,6 +323,31 @@ def orm_scenarios(size: Size) -> list[Scenario]:
                         warm_up=operation == "read" or size.small_objects < 10_000,
                     )
                 )
+        # Not a target: what the key layout's two new directories per row (model/<id>/file_ref/)
+        # cost granite-storage's store, against the faster peer, which writes one flat directory.
+        rows.append(
+            Scenario(
+                4,
+                f"ORM store 4 KiB files, {database_title}, directories made beforehand",
+                "as the store row, but each row's two directories of the key layout are made "
+                "before the clock starts: what they cost. Only with --scenarios 4",
+                candidate="orm-store-granite",
+                baseline="orm-store-advanced-alchemy",
+                baseline_title="advanced-alchemy",
+                baseline_description=f"{peers['advanced-alchemy']}, as in its store row",
+                unit="files/s",
+                needs=frozenset({PEERS}) | needs,
+                params={
+                    "database": database,
+                    "peer": "advanced-alchemy",
+                    "count": size.small_objects,
+                    "premade_directories": True,
+                },
+                repetitions=size.orm_repetitions,
+                warm_up=size.small_objects < 10_000,
+                default=False,
+            )
+        )
     return rows
 
 
