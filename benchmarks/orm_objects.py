@@ -213,10 +213,12 @@ class GraniteSide(Side):
 
     def made_directory(self, entity_id: int) -> str:
         """The directory the key layout (``documents/<table>/<id>/file_ref/<token>``) gives a row."""
-        from granite_storage.keys import sanitize_segment
+        from granite_storage.keys import build_object_key
 
-        table = sanitize_segment(self.model.__tablename__)
-        return os.path.join(self.backend_root, "documents", table, str(entity_id), "file_ref")
+        key = build_object_key(
+            "documents", model_name=self.model.__tablename__, entity_id=str(entity_id), field_name="file_ref"
+        )
+        return os.path.join(self.backend_root, *key.split("/")[:-1])
 
     def make_directories(self, count: int) -> None:
         """Diagnosis, before the clock: make the two directories per row that the key layout needs.
@@ -232,8 +234,9 @@ class GraniteSide(Side):
 
         with Session(self.engine) as session:
             for row in self.rows(session):
-                if os.path.dirname(self.path(row)) != self.made_directory(row.id):
-                    raise RuntimeError(f"{self.path(row)} is not in a directory made beforehand")
+                path = self.path(row)
+                if os.path.dirname(path) != self.made_directory(row.id):
+                    raise RuntimeError(f"{path} is not in a directory made beforehand")
 
 
 class SqlalchemyFileSide(Side):

@@ -38,7 +38,7 @@ import statistics
 import subprocess
 import sys
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -325,26 +325,22 @@ def orm_scenarios(size: Size) -> list[Scenario]:
                 )
         # Not a target: what the key layout's two new directories per row (model/<id>/file_ref/)
         # cost granite-storage's store, against the faster peer, which writes one flat directory.
+        store = next(
+            row
+            for row in rows
+            if row.candidate == "orm-store-granite"
+            and row.params["database"] == database
+            and row.baseline_title == "advanced-alchemy"
+        )
         rows.append(
-            Scenario(
-                4,
-                f"ORM store 4 KiB files, {database_title}, directories made beforehand",
-                "as the store row, but each row's two directories of the key layout are made "
+            replace(
+                store,
+                title=f"{store.title}, directories made beforehand",
+                description=f"{store.description}; each row's two directories of the key layout made "
                 "before the clock starts: what they cost. Only with --scenarios 4",
-                candidate="orm-store-granite",
-                baseline="orm-store-advanced-alchemy",
-                baseline_title="advanced-alchemy",
-                baseline_description=f"{peers['advanced-alchemy']}, as in its store row",
-                unit="files/s",
-                needs=frozenset({PEERS}) | needs,
-                params={
-                    "database": database,
-                    "peer": "advanced-alchemy",
-                    "count": size.small_objects,
-                    "premade_directories": True,
-                },
-                repetitions=size.orm_repetitions,
-                warm_up=size.small_objects < 10_000,
+                ratio_target=None,
+                ratio_target_note="",
+                params={**store.params, "premade_directories": True},
                 default=False,
             )
         )
@@ -637,9 +633,10 @@ def run_scenario(
         return sample
 
     if scenario.warm_up:
-        for name in [name for name in dict.fromkeys(sides.values()) if name not in warmed]:
-            run(name)  # discarded: compiles bytecode; first-touch effects land on neither side
-            warmed.add(name)
+        for name in sides.values():
+            if name not in warmed:
+                run(name)  # discarded: compiles bytecode; first-touch effects land on neither side
+                warmed.add(name)
     samples: dict[str, list[dict[str, Any]]] = {"candidate": [], "baseline": []}
     for repetition in range(count):
         order = list(sides.items())
