@@ -57,6 +57,7 @@ def test_a_segment_is_at_most_64_characters() -> None:
         ("noext", ""),
         ("weird.ex e", ""),
         ("long." + "x" * 17, ""),
+        ("trailing.pdf\n", ""),  # a regex's "$" matches before a final newline
         (None, ""),
     ],
 )

@@ -29,7 +29,7 @@ __all__ = [
 MAX_KEY_LENGTH = 1024
 _SEGMENT_LENGTH = 64
 _UNSAFE_RUN = re.compile(r"[^A-Za-z0-9._-]+")
-_EXTENSION = re.compile(r"^[a-z0-9]{1,16}$")
+_EXTENSION = re.compile(r"[a-z0-9]{1,16}")
 _CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f]")
 _TOKEN_BYTES = 16  # 128 random bits per object
 _WINDOWS_DEVICES = frozenset(
@@ -99,7 +99,7 @@ def safe_extension(filename: str | None) -> str:
     name = re.split(r"[/\\]", filename)[-1]
     stem, dot, extension = name.rpartition(".")
     extension = extension.lower()
-    if not dot or not stem.strip(".") or not _EXTENSION.match(extension):
+    if not dot or not stem.strip(".") or not _EXTENSION.fullmatch(extension):
         return ""
     return "." + extension
 
