@@ -47,7 +47,11 @@ from granite_storage.streams import SizeLimitedStream
 
 __all__ = ["UNSAFE_KEYS", "BackendConformanceSuite", "FailingStream"]
 
-#: Keys that must be refused with :class:`~granite_storage.InvalidKeyError` by every backend operation.
+#: Keys that must be refused with :class:`~granite_storage.InvalidKeyError` by every backend operation:
+#: the empty key, absolute paths (``/etc/passwd``, ``C:/Windows/win.ini``), ``..`` and ``.`` segments,
+#: empty segments (``slot//file``, ``slot/``), backslashes, NUL and newline characters, a segment
+#: starting with a dot (``slot/.hidden``), and a key longer than
+#: :data:`~granite_storage.keys.MAX_KEY_LENGTH`. A tuple of strings; print it for the exact values.
 UNSAFE_KEYS = (
     "",
     "/etc/passwd",
