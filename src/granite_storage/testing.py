@@ -355,6 +355,13 @@ class BackendConformanceSuite:
         ]
         assert list(backend.list(f"{base}/nothing-here")) == []
 
+    def test_a_key_equal_to_the_prefix_is_not_under_it(self, backend: StorageBackend) -> None:
+        key = f"{self.policy_prefix}/docs/a.txt"
+        backend.put(key, io.BytesIO(b"a"))
+        assert list(backend.list(key)) == []
+        assert list(backend.list(f"{key}/")) == []
+        assert [info.key for info in backend.list(f"{self.policy_prefix}/docs")] == [key]
+
     def test_listing_survives_objects_deleted_while_it_runs(self, backend: StorageBackend) -> None:
         keys = [f"{self.policy_prefix}/churn/{n % 7}/{n}.bin" for n in range(60)]
         for key in keys:
