@@ -15,9 +15,10 @@ Subclass :class:`BackendConformanceSuite` in a test module under a name pytest c
 Every inherited test then runs against the backend: round trips through the manager, sizes and
 checksums, byte ranges, URLs (given, or refused with
 :class:`~granite_storage.UnsupportedOperationError`), verification, not-found errors, idempotent
-deletes, batch deletes, listings with size and modification time, over-limit and failed uploads
-leaving nothing behind, and keys that try to escape the backend. Requires pytest (``pip install
-"granite-storage[testing]"``).
+deletes, batch deletes, listings with size and modification time (also while objects are deleted,
+and with unsafe prefixes refused), six threads at once, over-limit and failed uploads leaving nothing
+behind, removing incomplete uploads, and keys that try to escape the backend. Requires pytest
+(``pip install "granite-storage[testing]"``; from a checkout, see the conformance page).
 """
 
 from __future__ import annotations
