@@ -64,6 +64,11 @@ _PROGRESS_EVERY = 1000
 ReferenceSource = Callable[[], Iterable[StoredObjectRef]]
 
 
+def _utc_now() -> datetime:
+    """The system clock in UTC: the collector's default clock."""
+    return datetime.now(UTC)
+
+
 @dataclass(frozen=True, slots=True)
 class GarbageCollectionFailure:
     """An orphan that could not be deleted.
@@ -195,6 +200,13 @@ class StorageGarbageCollector:
         batch_size: Keys per batch delete.
         sample_size: How many orphan keys and failures a report lists.
         progress: Called with a :class:`GarbageCollectionProgress` as the run advances.
+        clock: Returns the current time as a timezone-aware :class:`~datetime.datetime`; by default
+            the system clock in UTC. A run calls it once, when it starts: the result is the report's
+            ``started_at``, and objects last modified before ``started_at - min_age`` are old enough
+            to be orphans. A test passes a clock set ahead to age objects on any backend (an S3
+            object's ``LastModified`` cannot be set back); an application has no reason to. It does not
+            age incomplete uploads: :meth:`~granite_storage.StorageBackend.remove_incomplete_uploads`
+            measures those on the backend's own clock.
 
     Which references protect an object of slot ``S`` (prefix ``P``): those whose ``storage_key`` is
     ``S`` and whose location lies inside ``P``, whatever backend name they carry (a backend renamed in
@@ -212,6 +224,7 @@ class StorageGarbageCollector:
         batch_size: int = DEFAULT_BATCH_SIZE,
         sample_size: int = DEFAULT_SAMPLE_SIZE,
         progress: Callable[[GarbageCollectionProgress], None] | None = None,
+        clock: Callable[[], datetime] = _utc_now,
     ) -> None:
         if not isinstance(manager, StorageManager):
             raise TypeError(f"manager must be a StorageManager, got {type(manager).__name__}")
@@ -222,12 +235,15 @@ class StorageGarbageCollector:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
         if isinstance(sample_size, bool) or not isinstance(sample_size, int) or sample_size < 0:
             raise ValueError(f"sample_size must be a non-negative integer, got {sample_size!r}")
+        if not callable(clock):
+            raise TypeError(f"clock must be a callable returning a datetime, got {type(clock).__name__}")
         self.manager = manager
         self.sources: tuple[ReferenceSource, ...] = tuple(sources)
         self.min_age = _check_min_age(min_age)
         self.batch_size = batch_size
         self.sample_size = sample_size
         self.progress = progress
+        self.clock = clock
 
     def collect(
         self,
@@ -260,13 +276,13 @@ class StorageGarbageCollector:
             InvalidReferenceError: a source yielded a row that is not a reference.
             TypeError: a source yielded something other than a :class:`StoredObjectRef`.
             StorageError: listing the slot failed.
-            ValueError: ``min_age`` is negative.
+            ValueError: ``min_age`` is negative, or the clock returned a naive datetime.
         """
         grace = self.min_age if min_age is None else _check_min_age(min_age)
         # Ages are measured from before the references are read, not from when an object is listed:
         # an object older than the grace period then was stored that long before the database
         # snapshot the references come from, however long reading them takes.
-        started_at = datetime.now(UTC)
+        started_at = _check_now(self.clock())
         clock = time.perf_counter()
         policy = self.manager.policy(storage_key)  # checks the slot does not overlap another one
         backend = self.manager.backend(policy.backend_key)
@@ -473,6 +489,14 @@ def _digest(key: str) -> int:
     # whose key differs from a live one in letter case alone: never a live file condemned.
     folded = unicodedata.normalize("NFC", key).casefold()
     return int.from_bytes(hashlib.blake2b(folded.encode("utf-8", "surrogatepass"), digest_size=8).digest())
+
+
+def _check_now(now: datetime) -> datetime:
+    if not isinstance(now, datetime):
+        raise TypeError(f"the collector's clock must return a datetime, got {type(now).__name__}")
+    if now.utcoffset() is None:
+        raise ValueError(f"the collector's clock must return a timezone-aware datetime, got {now!r}")
+    return now.astimezone(UTC)
 
 
 def _check_min_age(min_age: timedelta) -> timedelta:
