@@ -57,6 +57,7 @@ def test_a_segment_is_at_most_64_characters() -> None:
         ("noext", ""),
         ("weird.ex e", ""),
         ("long." + "x" * 17, ""),
+        ("trailing.pdf\n", ""),  # a regex's "$" matches before a final newline
         (None, ""),
     ],
 )
@@ -89,6 +90,7 @@ def test_a_built_key_has_the_prefix_the_sanitised_segments_and_a_128_bit_token()
         "a\nb",
         "a\x1fb",
         "a\x7fb",
+        "a/lone\udcffsurrogate",
         "x" * (MAX_KEY_LENGTH + 1),
     ],
 )
@@ -123,6 +125,9 @@ def test_prefixes_match_whole_segments(key: str, prefix: str, inside: bool) -> N
         ("Docs", "docs/2024", True),
         ("docs", "docs2", False),
         ("avatars", "docs", False),
+        ("caf\u00e9", "cafe\u0301", True),  # NFC and NFD spellings of one name
+        ("CAF\u00c9/x", "cafe\u0301", True),
+        ("stra\u00dfe", "STRASSE", True),
     ],
 )
 def test_prefixes_overlap_when_one_contains_the_other_in_any_letter_case(

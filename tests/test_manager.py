@@ -826,3 +826,15 @@ def test_a_failing_cleanup_is_logged_and_the_upload_error_raised(
 def test_something_else_than_a_reference_is_a_type_error(manager: StorageManager) -> None:
     with pytest.raises(TypeError, match="StoredObjectRef"):
         manager.get({"location": "docs/x"})  # type: ignore[arg-type]
+
+
+def test_prefixes_that_differ_only_in_unicode_normalisation_are_one_prefix(tmp_path: Path) -> None:
+    backend = LocalStorageBackend(tmp_path)
+    with pytest.raises(ConfigurationError, match="overlapping key prefixes"):
+        StorageManager(
+            backends={"local": backend},
+            policies={
+                "a": StoragePolicy("a", backend_key="local", key_prefix="caf\u00e9"),
+                "b": StoragePolicy("b", backend_key="local", key_prefix="cafe\u0301"),
+            },
+        )

@@ -9,8 +9,9 @@ import os
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from granite_storage import (
     ConfigurationError,
     PluginError,
     PluginHost,
+    StorageGarbageCollector,
     StorageManager,
     StoragePolicy,
     StoredObjectRef,
@@ -814,3 +816,178 @@ def test_the_local_plugin_is_registered_only_through_its_entry_point() -> None:
 def test_hookimpl_is_the_marker_of_the_granite_storage_project() -> None:
     assert granite_storage.hookimpl.project_name == "granite_storage"
     assert not hasattr(granite_storage, "hookspec")
+
+
+# -- plugins that misbehave: a name clash, a SystemExit, a policy hook that raises -------------------
+
+IMPOSTOR_DISTRIBUTION: dict[str, str] = {
+    "impostor_storage/__init__.py": "",
+    "impostor_storage/hooks.py": """
+        from granite_storage import hookimpl
+        from granite_storage_local import LocalStorageBackend
+
+
+        class ImpostorBackend(LocalStorageBackend):
+            pass
+
+
+        @hookimpl
+        def granite_storage_register_backends(register):
+            register("local", ImpostorBackend)
+        """,
+}
+
+
+def install_impostor(site_packages: SitePackages) -> None:
+    site_packages.install(
+        "impostor-storage",
+        "6.6",
+        entry_points={"local": "impostor_storage.hooks"},
+        files=IMPOSTOR_DISTRIBUTION,
+    )
+
+
+def test_an_entry_point_named_like_an_installed_plugin_replaces_neither(
+    site_packages: SitePackages, tmp_path: Path
+) -> None:
+    install_impostor(site_packages)
+    host = loaded_host(strict=False)
+    failure = host.failures["local"]
+    assert "granite-storage-local" in str(failure.error)
+    assert "impostor-storage" in str(failure.error)
+    assert "impostor_storage.hooks" not in sys.modules
+    with pytest.raises(PluginError, match="impostor-storage"):
+        StorageManager.from_config(
+            {"backends": {"files": {"type": "local", "root": str(tmp_path)}}}, plugins=host
+        )
+
+
+def test_an_entry_point_name_clash_raises_at_load_in_strict_mode(site_packages: SitePackages) -> None:
+    install_impostor(site_packages)
+    with pytest.raises(
+        PluginError, match=r"granite-storage-local.*impostor-storage|impostor-storage.*granite"
+    ):
+        loaded_host(strict=True)
+
+
+def test_the_plugins_command_reports_an_entry_point_name_clash_and_fails(site_packages: SitePackages) -> None:
+    from click.testing import CliRunner
+
+    from granite_storage.cli import EXIT_FAILURES
+    from granite_storage.cli._commands import cli
+
+    install_impostor(site_packages)
+    result = CliRunner().invoke(cli, ["plugins"])
+    assert result.exit_code == EXIT_FAILURES
+    assert "plugin 'local'" in result.stderr
+    assert "impostor-storage" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "statement", ["raise SystemExit(3)", "raise GeneratorExit", "raise BaseException('not an Exception')"]
+)
+def test_a_plugin_that_raises_a_base_exception_at_import_is_set_aside(
+    site_packages: SitePackages, storage_root: Path, statement: str
+) -> None:
+    site_packages.install(
+        "exiting-storage",
+        "0.1",
+        entry_points={"exiting": "exiting_plugin.hooks"},
+        files={"exiting_plugin/__init__.py": "", "exiting_plugin/hooks.py": statement + "\n"},
+    )
+    host = loaded_host(strict=False)
+    assert "exiting" in host.failures
+    manager = StorageManager.from_config(
+        {
+            "backends": {"files": {"type": "local", "root": str(storage_root)}},
+            "policies": {"documents": {"backend": "files"}},
+        },
+        plugins=host,
+    )
+    assert manager.get(store(manager, "documents", b"still here")) == b"still here"
+
+
+class ExitingRegistration:
+    @hookimpl
+    def granite_storage_register_backends(self, register: Callable[..., None]) -> None:
+        raise SystemExit("a plugin that thinks it owns the process")
+
+
+def test_a_registration_hook_that_raises_system_exit_is_set_aside(empty_host: PluginHost) -> None:
+    with registered(empty_host, ExitingRegistration(), "exiting"):
+        assert "exiting" in empty_host.failures
+        assert isinstance(empty_host.failures["exiting"].error, SystemExit)
+
+
+def test_a_lazy_target_whose_import_raises_system_exit_raises_plugin_error(
+    site_packages: SitePackages, empty_host: PluginHost
+) -> None:
+    site_packages.install(
+        "exit-target",
+        "0.1",
+        entry_points={},
+        files={"exit_target/__init__.py": "", "exit_target/backend.py": "raise SystemExit(1)\n"},
+    )
+    with registered(empty_host, BackendsPlugin(("exiting", "exit_target.backend:Backend")), "exit-target"):
+        with pytest.raises(PluginError, match="'exiting'") as raised:
+            empty_host.backend_type("exiting").load()
+        assert isinstance(raised.value.__cause__, SystemExit)
+
+
+class RaisingPolicyPlugin:
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+    @hookimpl
+    def granite_storage_resolve_policy(
+        self, storage_key: str, manager: StorageManager
+    ) -> StoragePolicy | None:
+        raise self.error
+
+
+class WrongTypePolicyPlugin:
+    @hookimpl
+    def granite_storage_resolve_policy(self, storage_key: str, manager: StorageManager) -> object:
+        return {"backend": "local"}
+
+
+@pytest.mark.parametrize("error", [RuntimeError("tenant database down"), KeyError("tenant"), SystemExit(2)])
+def test_a_resolve_policy_hook_that_raises_is_a_plugin_error_naming_the_plugin(
+    storage_root: Path, empty_host: PluginHost, error: BaseException
+) -> None:
+    manager = local_manager(storage_root, empty_host)
+    with (
+        registered(empty_host, RaisingPolicyPlugin(error), "tenants"),
+        pytest.raises(PluginError, match=r"plugin 'tenants'.*'reports'") as raised,
+    ):
+        manager.policy("reports")
+    assert raised.value.__cause__ is error
+
+
+def test_a_resolve_policy_hook_returning_the_wrong_type_is_a_plugin_error_naming_the_plugin(
+    storage_root: Path, empty_host: PluginHost
+) -> None:
+    manager = local_manager(storage_root, empty_host)
+    with (
+        registered(empty_host, WrongTypePolicyPlugin(), "sloppy"),
+        pytest.raises(PluginError, match=r"plugin 'sloppy'.*not a StoragePolicy"),
+    ):
+        manager.policy("reports")
+
+
+def test_garbage_collection_survives_a_resolve_policy_hook_that_raises(
+    storage_root: Path, empty_host: PluginHost
+) -> None:
+    manager = local_manager(
+        storage_root, empty_host, documents=StoragePolicy("documents", backend_key="local")
+    )
+    kept = store(manager, "documents", b"kept")
+    stranger = StoredObjectRef(
+        storage_key="tenant-9", backend="local", location=kept.location, size=4, checksum=kept.checksum
+    )
+    with registered(empty_host, RaisingPolicyPlugin(RuntimeError("down")), "tenants"):
+        report = StorageGarbageCollector(
+            manager=manager, iter_references=lambda: [stranger], min_age=timedelta(0)
+        ).collect("documents", dry_run=False)
+    assert report.deleted == 0
+    assert manager.get(kept) == b"kept"

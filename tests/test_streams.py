@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+import array
 import io
 from collections.abc import Callable
+from pathlib import Path
+from typing import cast
 
 import pytest
 
-from granite_storage import ContentTooLargeError, Readable, SizeLimitedStream, StorageError
+from granite_storage import (
+    ContentTooLargeError,
+    Readable,
+    SizeLimitedStream,
+    StorageError,
+    StorageManager,
+    StoragePolicy,
+)
+from granite_storage.backends.local import LocalStorageBackend
 
 #: Text-like content, so that line-based paths see several lines: 10 lines of 10 bytes.
 CONTENT = b"".join(b"line %04d\n" % number for number in range(10))
@@ -406,3 +417,52 @@ def test_a_text_stream_is_refused_with_a_hint_to_open_in_binary_mode() -> None:
     stream = SizeLimitedStream(io.StringIO("not bytes"), max_size=None)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="'rb'"):
         stream.read(4)
+
+
+class _WideItemStream:
+    """A stream whose reads return memoryviews of 4-byte items, as an ``array('i')``-backed reader might."""
+
+    def __init__(self, items: int) -> None:
+        self._left = items
+
+    def read(self, size: int = -1, /) -> memoryview:
+        count = self._left if size is None or size < 0 else min(self._left, max(size // 4, 1))
+        self._left -= count
+        return memoryview(array.array("i", range(count)))
+
+
+def WideItemStream(items: int) -> Readable:  # noqa: N802 - stands in for the class
+    """A :class:`_WideItemStream`, typed as what callers hand over (its reads are buffers, not bytes)."""
+    return cast(Readable, _WideItemStream(items))
+
+
+def test_the_limit_counts_bytes_not_items_of_a_wide_buffer() -> None:
+    stream = SizeLimitedStream(WideItemStream(1000), max_size=1000)  # 4,000 bytes
+    with pytest.raises(ContentTooLargeError):
+        stream.read()
+    assert stream.bytes_read > 1000
+
+
+def test_a_wide_buffer_within_the_limit_reads_as_its_bytes() -> None:
+    expected = array.array("i", range(10)).tobytes()
+    stream = SizeLimitedStream(WideItemStream(10), max_size=len(expected))
+    assert stream.read() == expected
+    assert stream.bytes_read == len(expected)
+
+
+def test_a_manager_store_of_a_wide_buffer_records_its_size_in_bytes(tmp_path: Path) -> None:
+    manager = StorageManager(
+        backends={"local": LocalStorageBackend(tmp_path)},
+        policies={"docs": StoragePolicy("docs", backend_key="local", max_size=1000)},
+    )
+    with pytest.raises(ContentTooLargeError):
+        manager.put_stream(
+            storage_key="docs", model_name="m", entity_id="1", field_name="f", stream=WideItemStream(1000)
+        )
+    assert not [path for path in tmp_path.rglob("*") if path.is_file()]
+    ref = manager.put_stream(
+        storage_key="docs", model_name="m", entity_id="1", field_name="f", stream=WideItemStream(100)
+    )
+    assert ref.size == 400
+    assert manager.get(ref) == array.array("i", range(100)).tobytes()
+    assert manager.verify(ref)

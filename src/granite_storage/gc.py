@@ -23,7 +23,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-import unicodedata
 from array import array
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Sequence
@@ -33,7 +32,7 @@ from typing import Any, Literal
 
 from granite_storage.backend import StorageBackend
 from granite_storage.errors import ConfigurationError
-from granite_storage.keys import is_within_prefix, prefixes_overlap
+from granite_storage.keys import fold_key, is_within_prefix, prefixes_overlap
 from granite_storage.manager import StorageManager
 from granite_storage.policy import StoragePolicy
 from granite_storage.refs import StoredObjectRef
@@ -335,7 +334,7 @@ class _Run:
         self.policy = policy
         self.storage_key = policy.storage_key
         self.prefix = policy.prefix
-        self._folded_prefix = policy.prefix.casefold()
+        self._folded_prefix = fold_key(policy.prefix)
         self.keys = _KeyDigests()
         self.references = self.ignored_references = self.read = 0
         self.scanned = self.referenced = self.too_young = self.orphaned = 0
@@ -411,8 +410,8 @@ class _Run:
             raise TypeError(f"a reference source yielded {type(ref).__name__}, not a StoredObjectRef")
         # Not validate_key(): an unsafe location can never equal a listed key, and the backend
         # validates every key it is asked to delete (a million calls would cost seconds).
-        if not is_within_prefix(ref.location.casefold(), self._folded_prefix):
-            return False  # (case-insensitively, as keys are matched: see _KeyDigests)
+        if not is_within_prefix(fold_key(ref.location), self._folded_prefix):
+            return False  # (folded, as keys are matched: see _KeyDigests)
         if ref.storage_key == self.storage_key:
             return True
         other = self._policy_of(ref.storage_key)
@@ -487,7 +486,7 @@ def _digest(key: str) -> int:
     # there, an upload for "alice" lands in the directory "Alice/" created before it, and the
     # listing returns "Alice/". A case-sensitive store can only see an orphan kept this way, one
     # whose key differs from a live one in letter case alone: never a live file condemned.
-    folded = unicodedata.normalize("NFC", key).casefold()
+    folded = fold_key(key)
     return int.from_bytes(hashlib.blake2b(folded.encode("utf-8", "surrogatepass"), digest_size=8).digest())
 
 

@@ -79,7 +79,9 @@ def granite_storage_resolve_policy(storage_key: str, manager: StorageManager) ->
     ``tenants/<id>``), or one slot's references could reach another's objects.
 
     Stops at the first non-None result. Static policies always win: this hook is not called for a
-    storage key the manager was configured with.
+    storage key the manager was configured with. If an implementation raises, or returns something
+    other than a policy or ``None``, the manager raises :class:`~granite_storage.PluginError` (a
+    :class:`~granite_storage.ConfigurationError`) naming the plugin, chained to what it raised.
     """
 
 

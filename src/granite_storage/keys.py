@@ -17,6 +17,7 @@ from granite_storage.errors import InvalidKeyError
 __all__ = [
     "MAX_KEY_LENGTH",
     "build_object_key",
+    "fold_key",
     "is_within_prefix",
     "prefixes_overlap",
     "safe_extension",
@@ -28,7 +29,7 @@ __all__ = [
 MAX_KEY_LENGTH = 1024
 _SEGMENT_LENGTH = 64
 _UNSAFE_RUN = re.compile(r"[^A-Za-z0-9._-]+")
-_EXTENSION = re.compile(r"^[a-z0-9]{1,16}$")
+_EXTENSION = re.compile(r"[a-z0-9]{1,16}")
 _CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f]")
 _TOKEN_BYTES = 16  # 128 random bits per object
 _WINDOWS_DEVICES = frozenset(
@@ -40,17 +41,22 @@ _WINDOWS_DEVICES = frozenset(
 def validate_key(key: object) -> str:
     """Return ``key`` if it is a safe relative key, else raise :class:`InvalidKeyError`.
 
-    A safe key is a non-empty string of at most :data:`MAX_KEY_LENGTH` UTF-8 bytes made of ``/``-separated
-    segments, none of them empty or starting with a dot (so no ``.``, ``..`` or hidden names, which
-    backends may use for their own bookkeeping), with no leading ``/``, no backslash, no colon and no
-    control character (NUL included). Joined to a root directory, such a key cannot name anything
+    A safe key is a non-empty string of valid Unicode (no lone surrogate) of at most
+    :data:`MAX_KEY_LENGTH` UTF-8 bytes, made of ``/``-separated segments, none of them empty or
+    starting with a dot (so no ``.``, ``..`` or hidden names, which backends may use for their own
+    bookkeeping), with no leading ``/``, no backslash, no colon and no control character (NUL
+    included). Joined to a root directory, such a key cannot name anything
     outside it. Keys built by :func:`build_object_key` always pass.
     """
     if not isinstance(key, str):
         raise InvalidKeyError(key, "keys are strings")
     if not key:
         raise InvalidKeyError(key, "keys are not empty")
-    if len(key.encode("utf-8", "surrogatepass")) > MAX_KEY_LENGTH:
+    try:
+        encoded = key.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidKeyError(key, "keys are valid Unicode (no lone surrogate)") from None
+    if len(encoded) > MAX_KEY_LENGTH:
         raise InvalidKeyError(key, f"keys are at most {MAX_KEY_LENGTH} bytes")
     if _CONTROL_CHARACTER.search(key):
         raise InvalidKeyError(key, "keys contain no control characters")
@@ -93,7 +99,7 @@ def safe_extension(filename: str | None) -> str:
     name = re.split(r"[/\\]", filename)[-1]
     stem, dot, extension = name.rpartition(".")
     extension = extension.lower()
-    if not dot or not stem.strip(".") or not _EXTENSION.match(extension):
+    if not dot or not stem.strip(".") or not _EXTENSION.fullmatch(extension):
         return ""
     return "." + extension
 
@@ -122,10 +128,19 @@ def is_within_prefix(key: str, prefix: str) -> bool:
     return not prefix or key.startswith(prefix.rstrip("/") + "/")
 
 
+def fold_key(key: str) -> str:
+    """The form in which keys and prefixes are compared: Unicode-normalised (NFC) and case-folded.
+
+    On some file systems (macOS, Windows) ``Docs`` and ``docs`` are one directory, and so are the NFC
+    and NFD spellings of ``café``; two keys that fold alike may name one object.
+    """
+    return unicodedata.normalize("NFC", unicodedata.normalize("NFC", key).casefold())
+
+
 def prefixes_overlap(first: str, second: str) -> bool:
     """Whether some key could lie under both prefixes: one equals or contains the other.
 
-    Compared case-insensitively: on some file systems ``Docs`` and ``docs`` are one directory.
+    Compared as :func:`fold_key` compares keys, regardless of letter case and Unicode normalisation.
     """
-    first, second = first.casefold(), second.casefold()
+    first, second = fold_key(first), fold_key(second)
     return first == second or is_within_prefix(first, second) or is_within_prefix(second, first)

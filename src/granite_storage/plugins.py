@@ -25,7 +25,7 @@ import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 import pluggy
 
@@ -33,10 +33,10 @@ from granite_storage import hookspecs
 from granite_storage._markers import PROJECT_NAME
 from granite_storage.backend import StorageBackend
 from granite_storage.errors import ConfigurationError, PluginError
+from granite_storage.policy import StoragePolicy
 
 if TYPE_CHECKING:
     from granite_storage.manager import StorageManager
-    from granite_storage.policy import StoragePolicy
     from granite_storage.refs import StoredObjectRef
 
 __all__ = [
@@ -96,7 +96,9 @@ class BackendType:
             module_name, _, attribute = target.partition(":")
             try:
                 target = getattr(importlib.import_module(module_name), attribute)
-            except (ImportError, AttributeError) as exc:
+            except KeyboardInterrupt:
+                raise
+            except BaseException as exc:  # ImportError, AttributeError, or a plugin's SystemExit
                 raise PluginError(
                     f"backend type {self.name!r} from plugin {self.plugin!r} could not be loaded "
                     f"from {self.target!r}: {exc}"
@@ -160,31 +162,36 @@ class PluginHost:
         broken plugin is recorded in :attr:`failures` (or raised when :attr:`strict`) and the others
         still load.
         """
+        by_name: dict[str, list[importlib.metadata.EntryPoint]] = {}
         for entry_point in importlib.metadata.entry_points(group=PROJECT_NAME):
-            name = entry_point.name
-            distribution = entry_point.dist.name if entry_point.dist else None
+            by_name.setdefault(entry_point.name, []).append(entry_point)
+        for name, entry_points in by_name.items():
             if name in self.disabled or name in self._failures:
                 continue
+            entry_point = entry_points[0]
+            distribution = _distribution_name(entry_point)
+            providers = {*map(_distribution_name, entry_points)}
+            if name in self._distributions:  # loaded from an entry point by an earlier call
+                providers.add(self._distributions[name][0])
+            if len(providers) > 1:
+                self._refuse_name_clash(name, entry_points, sorted(map(str, providers)))
+                continue
             if self._pm.has_plugin(name):
-                if self._distributions.get(name, (None,))[0] != distribution:
+                if name not in self._distributions:
                     logger.warning(
-                        "entry point %r of %s is ignored: plugin %r is already loaded from %s",
+                        "entry point %r of %s is ignored: a plugin of that name is registered",
                         name,
                         distribution,
-                        name,
-                        self._distributions.get(name, ("elsewhere",))[0],
                     )
                 continue
             try:
                 plugin = entry_point.load()
                 self._pm.register(plugin, name=name)
                 self._check_hook_names(name)
-            except Exception as exc:
-                failure = PluginLoadFailure(name, entry_point.value, distribution, exc)
-                if self.strict:
-                    raise PluginError(_describe_failure(failure)) from exc
-                logger.warning("%s", _describe_failure(failure), exc_info=exc)
-                self._failures[name] = failure
+            except KeyboardInterrupt:
+                raise
+            except BaseException as exc:  # a plugin's SystemExit must not end the host
+                self._record_failure(PluginLoadFailure(name, entry_point.value, distribution, exc))
                 continue
             if entry_point.dist is not None:
                 self._distributions[name] = (entry_point.dist.name, entry_point.dist.version)
@@ -275,8 +282,26 @@ class PluginHost:
 
     def resolve_policy(self, storage_key: str, manager: StorageManager) -> StoragePolicy | None:
         """Ask plugins for the policy of ``storage_key``; the first non-None answer wins."""
-        result = self._pm.hook.granite_storage_resolve_policy(storage_key=storage_key, manager=manager)
-        return cast("StoragePolicy | None", result)
+        arguments = {"storage_key": storage_key, "manager": manager}
+        for impl in _implementations(self._pm.hook.granite_storage_resolve_policy):
+            try:
+                result = _call(impl, arguments)
+            except KeyboardInterrupt:
+                raise
+            except BaseException as exc:
+                raise PluginError(
+                    f"plugin {impl.plugin_name!r} failed to resolve the policy of {storage_key!r}: "
+                    f"{type(exc).__name__}: {exc}"
+                ) from exc
+            if result is None:
+                continue
+            if not isinstance(result, StoragePolicy):
+                raise PluginError(
+                    f"plugin {impl.plugin_name!r} resolved {storage_key!r} to {result!r}, "
+                    "not a StoragePolicy or None"
+                )
+            return result
+        return None
 
     def report_cleanup_failure(self, ref: StoredObjectRef, error: Exception, reason: str) -> None:
         """Tell every plugin that ``ref`` could not be cleaned up; never raises (failures are logged).
@@ -285,12 +310,12 @@ class PluginHost:
         neither stops the others nor reaches the commit that triggered the cleanup.
         """
         arguments = {"ref": ref, "error": error, "reason": reason}
-        for impl in self._pm.hook.granite_storage_cleanup_failed.get_hookimpls():
-            if impl.hookwrapper or impl.wrapper:
-                continue
+        for impl in _implementations(self._pm.hook.granite_storage_cleanup_failed):
             try:
-                impl.function(*(arguments[name] for name in impl.argnames))
-            except Exception:
+                _call(impl, arguments)
+            except KeyboardInterrupt:
+                raise
+            except BaseException:
                 logger.exception("plugin %r raised in granite_storage_cleanup_failed", impl.plugin_name)
 
     def _check_hook_names(self, name: str) -> None:
@@ -301,6 +326,27 @@ class PluginHost:
             self._pm.unregister(name=name)
             raise PluginError(f"plugin {name!r} implements an unknown hook: {exc}") from exc
 
+    def _record_failure(self, failure: PluginLoadFailure) -> None:
+        """Set a plugin aside as failed, or raise at once in strict mode."""
+        if self.strict:
+            raise PluginError(_describe_failure(failure)) from failure.error
+        logger.warning("%s", _describe_failure(failure), exc_info=failure.error)
+        self._failures[failure.name] = failure
+
+    def _refuse_name_clash(
+        self, name: str, entry_points: list[importlib.metadata.EntryPoint], providers: list[str]
+    ) -> None:
+        """Load neither of two distributions' plugins of one name: either could replace the other."""
+        if self._pm.has_plugin(name):
+            self._pm.unregister(name=name)
+            self._distributions.pop(name, None)
+        error = PluginError(
+            f"the plugin name {name!r} is claimed by several distributions: {' and '.join(providers)}; "
+            f"neither is loaded (uninstall one, or disable the name with {DISABLE_ENV})"
+        )
+        values = ", ".join(entry_point.value for entry_point in entry_points)
+        self._record_failure(PluginLoadFailure(name, values, " and ".join(providers), error))
+
     def _collect(self) -> _Registry:
         """Ask every plugin for its backend types (once until plugins change) and sort them out."""
         if self._registry is not None:
@@ -308,10 +354,9 @@ class PluginHost:
         registry = _Registry()
         caller = self._pm.hook.granite_storage_register_backends
         # Each implementation is called on its own, so that a registration is tied to its plugin
-        # (a clash can name both) and a plugin whose hook raises is set aside alone.
-        for impl in caller.get_hookimpls():
-            if impl.hookwrapper or impl.wrapper:
-                continue  # a wrapper registers nothing of its own
+        # (a clash can name both, in the order they were registered) and a plugin whose hook raises
+        # is set aside alone.
+        for impl in reversed(_implementations(caller)):
             plugin = impl.plugin_name
             distribution, version = self._distributions.get(plugin, (None, None))
             registered: list[BackendType] = []
@@ -329,10 +374,11 @@ class PluginHost:
                 _check_target(name, target, _plugin)
                 _into.append(BackendType(name, target, _plugin, _dist, _version))
 
-            arguments = {"register": register}
             try:
-                impl.function(**{arg: arguments[arg] for arg in impl.argnames})
-            except Exception as exc:
+                _call(impl, {"register": register})
+            except KeyboardInterrupt:
+                raise
+            except BaseException as exc:  # a plugin's SystemExit must not end the host
                 hook = f"{plugin}.{caller.name}"
                 failure = PluginLoadFailure(plugin, hook, distribution, exc)
                 if self.strict:
@@ -384,6 +430,24 @@ def default_plugin_host() -> PluginHost:
             host.load_entry_points()
             _default_host = host
         return _default_host
+
+
+def _implementations(caller: pluggy.HookCaller) -> list[pluggy.HookImpl]:
+    """A hook's implementations in the order pluggy calls them, wrappers left out.
+
+    The host calls implementations one at a time where it must know which plugin answered or
+    failed (pluggy's own call names neither); a wrapper has nothing of its own to contribute there.
+    """
+    return [impl for impl in reversed(caller.get_hookimpls()) if not (impl.hookwrapper or impl.wrapper)]
+
+
+def _call(impl: pluggy.HookImpl, arguments: Mapping[str, object]) -> Any:
+    """Call one implementation with the arguments it declares, as pluggy would."""
+    return impl.function(*(arguments[name] for name in impl.argnames))
+
+
+def _distribution_name(entry_point: importlib.metadata.EntryPoint) -> str | None:
+    return entry_point.dist.name if entry_point.dist else None
 
 
 def _check_target(name: object, target: object, plugin: str) -> None:

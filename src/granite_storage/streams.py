@@ -80,7 +80,7 @@ class SizeLimitedStream(io.RawIOBase):
         if size is None or size < 0:
             return self.readall()
         self._check_open()
-        return self._count(_blocking(self._stream.read(self._allowed(size))))
+        return self._count(self._stream.read(self._allowed(size)))
 
     def readall(self) -> bytes:
         """Read to end of file, enforcing the limit chunk by chunk."""
@@ -100,7 +100,7 @@ class SizeLimitedStream(io.RawIOBase):
                 raise NotImplementedError
             count: int = _blocking(inner_readinto(view))
         except NotImplementedError:  # a stream with read() only (RawIOBase raises this)
-            data = _blocking(self._stream.read(len(view)))
+            data = _as_bytes(self._stream.read(len(view)))
             count = len(data)
             view[:count] = data
         self._count_only(count)
@@ -113,8 +113,7 @@ class SizeLimitedStream(io.RawIOBase):
         inner_readline = getattr(self._stream, "readline", None)
         if inner_readline is None:
             return super().readline(limit)
-        line: bytes = inner_readline(limit)
-        return self._count(line)
+        return self._count(inner_readline(limit))
 
     def _check_open(self) -> None:
         if self.closed:
@@ -129,9 +128,8 @@ class SizeLimitedStream(io.RawIOBase):
         headroom = self._max_size - self._bytes_read + 1
         return headroom if size < 0 else min(size, headroom)
 
-    def _count(self, data: bytes) -> bytes:
-        if isinstance(data, str):
-            raise TypeError("expected a binary stream, but a read returned str; open files with 'rb'")
+    def _count(self, data: object) -> bytes:
+        data = _as_bytes(data)
         self._count_only(len(data))
         return data
 
@@ -143,6 +141,27 @@ class SizeLimitedStream(io.RawIOBase):
 
 
 _T = TypeVar("_T")
+
+
+def _as_bytes(data: object) -> bytes:
+    """Return what a ``read`` returned as ``bytes``, so that ``len`` counts bytes.
+
+    A stream may return any buffer (``bytearray``, a ``memoryview``, an ``array``); ``len`` of a
+    buffer of 4-byte items counts items, not bytes, which would let content pass its size limit.
+
+    Raises:
+        io.UnsupportedOperation: the read returned ``None`` (a non-blocking stream with no data yet).
+        TypeError: the read returned ``str`` or something that is not a buffer.
+    """
+    data = _blocking(data)
+    if isinstance(data, bytes):
+        return data
+    if isinstance(data, str):
+        raise TypeError("expected a binary stream, but a read returned str; open files with 'rb'")
+    try:
+        return memoryview(data).tobytes()  # type: ignore[arg-type]
+    except TypeError:
+        raise TypeError(f"expected a binary stream, but a read returned {type(data).__name__}") from None
 
 
 def _blocking(result: _T | None) -> _T:
@@ -187,7 +206,7 @@ class BoundedReader(io.RawIOBase):
         size = len(view) if self._remaining is None else min(len(view), self._remaining)
         if size == 0:
             return 0
-        data = _blocking(self._stream.read(size))
+        data = _as_bytes(self._stream.read(size))[:size]
         count = len(data)
         view[:count] = data
         if self._remaining is not None:
@@ -216,7 +235,7 @@ class HashingReader:
 
     def read(self, size: int = -1, /) -> bytes:
         """Read from the wrapped stream, hashing what passes."""
-        data = self._stream.read(size)
+        data = _as_bytes(self._stream.read(size))
         self._sha256.update(data)
         self.size += len(data)
         return data

@@ -66,6 +66,7 @@ UNSAFE_KEYS = (
     "slot/nul\x00byte",
     "slot/new\nline",
     "slot/.hidden",
+    "slot/lone\udcffsurrogate",
     "slot/" + "x" * MAX_KEY_LENGTH,
 )
 
