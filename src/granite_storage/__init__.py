@@ -28,7 +28,7 @@ from granite_storage.errors import (
 from granite_storage.gc import GarbageCollectionReport, StorageGarbageCollector
 from granite_storage.manager import StorageManager
 from granite_storage.plugins import PluginHost
-from granite_storage.policy import StoragePolicy, parse_size
+from granite_storage.policy import StorageLocation, StoragePolicy, parse_size
 from granite_storage.refs import StoredObjectRef
 from granite_storage.streams import Readable, SizeLimitedStream
 
@@ -78,6 +78,7 @@ __all__ = [
     "StorageBackend",
     "StorageError",
     "StorageGarbageCollector",
+    "StorageLocation",
     "StorageManager",
     "StoragePermissionError",
     "StoragePolicy",
