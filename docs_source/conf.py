@@ -35,8 +35,10 @@ myst_enable_extensions = ["deflist", "substitution"]
 myst_substitutions = {"release": release}
 
 # -- autodoc and napoleon (the docstrings are Google style) -----------------------------------------------
+# Every parameter's type is shown, documented or not: a plugin author reads `stream` as `Readable` and
+# `older_than` as `timedelta` from the page, not from the source.
 autodoc_typehints = "description"
-autodoc_typehints_description_target = "documented_params"
+autodoc_typehints_description_target = "all"
 autodoc_member_order = "bysource"
 autodoc_preserve_defaults = True
 autodoc_class_signature = "mixed"
@@ -57,6 +59,13 @@ nitpick_ignore_regex = [
     ("py:.*", rf"(?:{'|'.join(sorted(_FOREIGN))})(?:\..+)?"),
     # boto3's client type, from the stubs (mypy_boto3_s3), which exist for type checkers only.
     ("py:.*", r"(?:mypy_boto3_s3|botocore|boto3)(?:\..+)?|S3Client|StreamingBody"),
+    # The same libraries' names as signatures spell them, imported for type checking only, so autodoc
+    # cannot qualify them (typeshed's WriteableBuffer exists for type checkers only).
+    (
+        "py:class",
+        r"Session|sessionmaker|AsyncSession|async_sessionmaker|Engine|AsyncEngine|FastAPI|Request"
+        r"|WriteableBuffer",
+    ),
 ]
 
 

@@ -22,8 +22,8 @@ from granite_storage import (
     StoredObjectRefType,
     track_storage,
 )
-from granite_storage.backends.local import LocalStorageBackend
 from granite_storage.orm import enable_sqlite_savepoints
+from granite_storage_local import LocalStorageBackend
 
 
 class Base(DeclarativeBase):

@@ -8,7 +8,7 @@ import os
 import time
 import tracemalloc
 from collections.abc import Iterator, Sequence
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -117,6 +117,49 @@ def test_the_grace_period_is_configurable_and_overridable_per_run(manager: Stora
     report = gc.collect(storage_key="documents", dry_run=False, min_age=timedelta(0))
     assert report.deleted == 1
     assert not stored(manager, ref)
+
+
+def test_an_injected_clock_ages_objects_and_dates_the_report(manager: StorageManager) -> None:
+    kept = store(manager, "documents", age=0)
+    fresh = store(manager, "documents", age=0)
+    later = datetime.now(UTC) + timedelta(hours=2)
+    gc = StorageGarbageCollector(manager=manager, iter_references=lambda: refs_of(kept), clock=lambda: later)
+    report = gc.collect(storage_key="documents", dry_run=False)  # the default grace period: an hour
+    assert report.started_at == later
+    assert (report.referenced, report.skipped_too_young, report.deleted) == (1, 0, 1)
+    assert stored(manager, kept)
+    assert not stored(manager, fresh)
+
+
+def test_the_clock_is_read_once_per_run_and_may_use_any_time_zone(manager: StorageManager) -> None:
+    young = store(manager, "documents", age=0)
+    readings: list[datetime] = []
+
+    def clock() -> datetime:
+        readings.append(datetime.now(timezone(timedelta(hours=-5))))
+        return readings[-1]
+
+    gc = StorageGarbageCollector(manager=manager, iter_references=lambda: refs_of(), clock=clock)
+    report = gc.collect(storage_key="documents", dry_run=False)
+    assert len(readings) == 1
+    assert report.started_at == readings[0]
+    assert report.started_at.tzinfo == UTC
+    assert report.skipped_too_young == 1
+    assert stored(manager, young)
+
+
+def test_a_clock_that_is_not_callable_or_returns_a_naive_time_is_refused(manager: StorageManager) -> None:
+    with pytest.raises(TypeError, match="clock"):
+        StorageGarbageCollector(
+            manager=manager,
+            iter_references=lambda: refs_of(),
+            clock=datetime.now(UTC),  # type: ignore[arg-type]  # a time, not a clock
+        )
+    kept = store(manager, "documents")
+    gc = StorageGarbageCollector(manager=manager, iter_references=lambda: refs_of(), clock=datetime.now)
+    with pytest.raises(ValueError, match="timezone-aware"):
+        gc.collect(storage_key="documents", dry_run=False)
+    assert stored(manager, kept)
 
 
 @pytest.mark.parametrize("min_age", [timedelta(seconds=-1), timedelta(days=-1)])

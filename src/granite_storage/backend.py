@@ -19,6 +19,10 @@ __all__ = ["ObjectInfo", "StorageBackend", "check_range"]
 class ObjectInfo:
     """What a backend knows about one stored object without reading it.
 
+    There is no content type or filename here: those are recorded in the
+    :class:`~granite_storage.StoredObjectRef` the database keeps, and a listing (S3's) does not
+    return an object's metadata.
+
     Attributes:
         key: The object's key in the backend.
         size: Size in bytes.
@@ -56,7 +60,11 @@ class StorageBackend(abc.ABC):
 
     :meth:`open_range`, :meth:`url`, :meth:`get`, :meth:`exists`, :meth:`delete_many` and
     :meth:`remove_incomplete_uploads` have working defaults; a backend overrides them where it can do
-    better.
+    better. An override of :meth:`remove_incomplete_uploads` calls the base method first, which checks
+    its arguments.
+
+    Every method may be called from several threads at once, and a stream :meth:`open` returns may be
+    read and closed in a thread other than the one that opened it (the FastAPI integration does).
     """
 
     @abc.abstractmethod
@@ -70,7 +78,9 @@ class StorageBackend(abc.ABC):
     ) -> None:
         """Store everything ``stream`` yields at ``key``, atomically, replacing any object there.
 
-        ``content_type`` and ``original_filename`` are hints the backend may record as object metadata.
+        ``content_type`` and ``original_filename`` are hints: the backend may record them as object
+        metadata (so that a direct download carries them) or ignore them. They are not read back from
+        the backend; the reference the manager returns records both.
         """
 
     @abc.abstractmethod
@@ -166,8 +176,14 @@ class StorageBackend(abc.ABC):
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         """Yield every object whose key lies under ``prefix`` (whole segments; ``""`` for all).
 
-        The order is unspecified. Implementations stream: memory does not grow with the number of
-        objects listed.
+        A trailing ``/`` on ``prefix`` changes nothing, and a key equal to ``prefix`` is not under it
+        (:func:`granite_storage.keys.is_within_prefix`). The order is unspecified. Implementations
+        stream: memory does not grow with the number of objects listed. Objects may be deleted while
+        the iterator is alive (the garbage collector deletes as it lists): the listing goes on, yields
+        every object that exists throughout, and may or may not yield one deleted meanwhile.
+
+        Raises:
+            InvalidKeyError: ``prefix`` is not ``""`` and not a valid key.
         """
 
     def remove_incomplete_uploads(self, *, older_than: timedelta, prefix: str = "") -> int:
@@ -179,6 +195,13 @@ class StorageBackend(abc.ABC):
         kept. Only uploads to keys under ``prefix`` (whole segments; ``""`` for all) are considered,
         so that one slot's cleanup never touches another slot's uploads. Returns how many were
         removed. Backends that leave nothing behind keep this default, which removes nothing.
+
+        This default checks the arguments. An override must keep that check: call
+        ``super().remove_incomplete_uploads(older_than=older_than, prefix=prefix)`` first and let
+        what it raises propagate (the conformance suite checks it).
+
+        Raises:
+            ValueError: ``older_than`` is negative.
         """
         if older_than < timedelta(0):
             raise ValueError(f"older_than must not be negative, got {older_than}")

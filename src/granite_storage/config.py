@@ -11,6 +11,8 @@
     max_size = "10MB"         # bytes as an integer, or a size with a binary unit
     key_prefix = "docs"
     delete_replaced = false   # delete replaced objects after commit (with session tracking)
+    # where existing references may still point after a move; a prefix defaults to the slot's own
+    previous_locations = [{ backend = "old-files" }, { backend = "old-files", prefix = "document" }]
 
 Relative paths in backend options are passed through unchanged, so they are relative to the process's
 working directory, as with any path the application opens.
@@ -27,7 +29,7 @@ from typing import Any, TypeAlias
 from granite_storage.backend import StorageBackend
 from granite_storage.errors import ConfigurationError
 from granite_storage.plugins import PluginHost
-from granite_storage.policy import StoragePolicy, parse_size
+from granite_storage.policy import StorageLocation, StoragePolicy, parse_size
 
 __all__ = ["ConfigSource", "build_backends", "build_policies", "read_config"]
 
@@ -35,7 +37,8 @@ __all__ = ["ConfigSource", "build_backends", "build_policies", "read_config"]
 ConfigSource: TypeAlias = Mapping[str, Any] | str | os.PathLike[str]
 
 _TOP_LEVEL = {"backends", "policies"}
-_POLICY_OPTIONS = {"backend", "max_size", "key_prefix", "delete_replaced"}
+_POLICY_OPTIONS = {"backend", "max_size", "key_prefix", "delete_replaced", "previous_locations"}
+_LOCATION_OPTIONS = {"backend", "prefix"}
 
 
 def read_config(source: ConfigSource, *, section: str | None = None) -> Mapping[str, Any]:
@@ -111,8 +114,38 @@ def build_policies(config: Mapping[str, Any]) -> dict[str, StoragePolicy]:
             max_size=max_size,
             key_prefix=options.get("key_prefix"),
             delete_replaced=options.get("delete_replaced", False),
+            previous_locations=_locations(storage_key, options.get("previous_locations", ())),
         )
     return policies
+
+
+def _locations(storage_key: str, entries: object) -> list[StorageLocation]:
+    """The ``previous_locations`` of a policy: a list of tables with ``backend`` and perhaps ``prefix``."""
+    if not isinstance(entries, list | tuple):
+        raise ConfigurationError(
+            f"policy {storage_key!r}: previous_locations must be a list of tables like "
+            f'{{ backend = "files", prefix = "docs" }}, got {entries!r}'
+        )
+    locations = []
+    for entry in entries:
+        if isinstance(entry, StorageLocation):
+            locations.append(entry)
+            continue
+        if not isinstance(entry, Mapping) or not isinstance(entry.get("backend"), str):
+            raise ConfigurationError(
+                f"policy {storage_key!r}: each previous location needs a table with 'backend', got {entry!r}"
+            )
+        unknown = set(entry) - _LOCATION_OPTIONS
+        if unknown:
+            raise ConfigurationError(
+                f"policy {storage_key!r}: a previous location has unknown options {sorted(unknown)}; "
+                f"expected some of {sorted(_LOCATION_OPTIONS)}"
+            )
+        try:
+            locations.append(StorageLocation(entry["backend"], entry.get("prefix")))
+        except ConfigurationError as exc:
+            raise ConfigurationError(f"policy {storage_key!r}: previous_locations: {exc}") from None
+    return locations
 
 
 def _section(config: Mapping[str, Any], name: str) -> Mapping[str, Any]:

@@ -7,6 +7,7 @@ import hmac
 import io
 import logging
 import mimetypes
+import re
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from types import MappingProxyType
@@ -21,17 +22,22 @@ from granite_storage.errors import (
     InvalidKeyError,
     InvalidMetadataError,
     InvalidReferenceError,
+    UnverifiableReferenceError,
 )
 from granite_storage.headers import check_content_type, content_disposition
 from granite_storage.keys import build_object_key, is_within_prefix, prefixes_overlap, validate_key
 from granite_storage.plugins import PluginHost, default_plugin_host
-from granite_storage.policy import StoragePolicy
-from granite_storage.refs import StoredObjectRef
+from granite_storage.policy import StorageLocation, StoragePolicy
+from granite_storage.refs import InvalidStoredObjectRef, StoredObjectRef
 from granite_storage.streams import DEFAULT_CHUNK_SIZE, HashingReader, Readable, SizeLimitedStream
 
 __all__ = ["StorageManager"]
 
 logger = logging.getLogger(__name__)
+
+#: The name granite-storage 0.1.0 gave an object: ``<entity id>-<8 hex digits><suffix>``, where the
+#: suffix is the original filename's extension, dot included, or nothing.
+_LEGACY_NAME = re.compile(r"[^/]+-[0-9a-f]{8}(?:\.[^/.]+)?")
 
 
 class StorageManager:
@@ -41,11 +47,17 @@ class StorageManager:
     is a configuration change. Building a manager discovers installed plugins (once per process).
 
     Every reference passed to :meth:`get`, :meth:`open`, :meth:`stat`, :meth:`exists`,
-    :meth:`delete`, :meth:`url` or :meth:`verify` is checked first: its location must be a valid key
-    inside the key prefix of its slot (else :class:`~granite_storage.InvalidKeyError`) and its backend
-    the slot's backend (else :class:`~granite_storage.InvalidReferenceError`). A slot's prefix and
-    backend are therefore part of its stored data: changing either for a slot that holds objects makes
-    its existing references refused.
+    :meth:`delete`, :meth:`url` or :meth:`verify` is checked first (:meth:`location_of`): its location
+    must be a valid key inside one of its slot's locations (:attr:`StoragePolicy.locations
+    <granite_storage.StoragePolicy.locations>`: the current one, or a previous one), and the backend
+    it names that location's backend. A row of one slot therefore never reaches another slot's
+    objects. After a slot moves (another backend, another prefix), list where it was in
+    ``previous_locations`` and its existing references keep working; new objects always go to the
+    current location.
+
+    A slot without ``key_prefix`` may also read the objects granite-storage 0.1.0 stored for it, at
+    ``<model>/<entity id>-<8 hex digits><.suffix>`` in its current backend (see
+    :meth:`location_of`).
 
     Args:
         backends: Backend instances by name; policies refer to them by that name.
@@ -53,8 +65,10 @@ class StorageManager:
         plugins: The plugin host to use; by default the process-wide one, loaded from entry points.
 
     Raises:
-        ConfigurationError: a policy names a backend that is not configured, a mapping key differs
-            from its policy's ``storage_key``, or two slots on one backend share a key prefix.
+        ConfigurationError: a policy names a backend that is not configured (as its own or in a
+            previous location), a mapping key differs from its policy's ``storage_key``, two slots
+            on one backend have overlapping key prefixes, or a previous location of one slot
+            overlaps another slot's current location on the same backend.
     """
 
     def __init__(
@@ -65,6 +79,7 @@ class StorageManager:
         plugins: PluginHost | None = None,
     ) -> None:
         self._plugins = plugins if plugins is not None else default_plugin_host()
+        self._type_names: dict[str, str | None] = {}
         self._backends = MappingProxyType(dict(backends))
         self._policies = MappingProxyType(dict(policies))
         for name, backend in self._backends.items():
@@ -146,6 +161,37 @@ class StorageManager:
                 f"no storage backend named {name!r}; configured: {sorted(self._backends)}"
             ) from None
 
+    def location_of(self, ref: StoredObjectRef) -> StorageLocation:
+        """The location ``ref`` lies in, checked exactly as every read, URL and delete checks it.
+
+        The result is one of the slot's :attr:`~granite_storage.StoragePolicy.locations` (its current
+        location, ``manager.policy(ref.storage_key).location``, where new objects go, or a previous
+        one), or, for a slot without ``key_prefix``, the granite-storage 0.1.0 area of one model:
+        ``StorageLocation(<current backend>, "<model>")``.
+
+        How a reference is matched:
+
+        * Its ``backend`` must name the backend of one of the slot's locations. A name that is no
+          configured backend is taken as a backend *type* (``"local"``, ``"s3"``), as 0.1.0 recorded
+          it: it stands for the slot's one backend of that registered type, and is refused if the
+          slot's locations use none or several such backends.
+        * Its ``location`` must be a valid key (:func:`~granite_storage.keys.validate_key`) inside
+          the prefix of one of the slot's locations on that backend, the current one first.
+        * Else, for a slot without ``key_prefix`` only, in its current backend only: a key of exactly
+          0.1.0's shape ``<model>/<entity id>-<8 lower-case hex digits><.suffix>`` (two segments; the
+          suffix a dot and characters other than ``/`` and ``.``, or nothing) lies in the 0.1.0 area
+          of ``<model>``, unless ``<model>`` lies in, contains or equals a prefix of another static
+          slot's location (current or previous) on that backend.
+
+        Raises:
+            InvalidKeyError: the location is unsafe, or lies outside every location of its slot
+                (e.g. in another slot's namespace).
+            InvalidReferenceError: the reference names a backend none of its slot's locations use,
+                or a backend type several of them use.
+            ConfigurationError: the reference names a slot this manager does not have.
+        """
+        return self._resolve(ref)[0]
+
     def put_stream(
         self,
         *,
@@ -225,7 +271,8 @@ class StorageManager:
             ValueError: ``start`` is negative or ``end`` is before ``start``.
             InvalidKeyError: the reference's location is unsafe or outside its slot's prefix (e.g.
                 tampered with in the database).
-            InvalidReferenceError: the reference names a backend other than its slot's.
+            InvalidReferenceError: the reference names a backend none of its slot's locations use, or
+                a row that could not be loaded (:class:`~granite_storage.InvalidStoredObjectRef`).
             ConfigurationError: the reference names a slot this manager does not have.
         """
         check_range(start, end)
@@ -277,17 +324,23 @@ class StorageManager:
         """Whether the stored object still matches the reference's size and sha256 checksum.
 
         The object is read in full, in chunks (memory stays flat), and its checksum computed afresh:
-        this finds an object that was truncated, replaced or corrupted after it was stored.
+        this finds an object that was truncated, replaced or corrupted after it was stored. It never
+        answers ``True`` without having compared a sha256.
 
         Raises:
             ObjectNotFoundError: the object does not exist (also a ``FileNotFoundError``).
-            InvalidReferenceError: the reference carries no sha256 checksum to compare with.
+            UnverifiableReferenceError: the reference carries no sha256 checksum to compare with
+                (``None``, ``""`` as 0.1.0 allowed, another algorithm): the library cannot verify
+                it. The object still reads. A subclass of ``InvalidReferenceError``.
+            InvalidReferenceError, InvalidKeyError: the reference fails the checks of
+                :meth:`location_of`.
         """
+        self._resolve(ref)
         expected = ref.sha256
         if expected is None:
-            raise InvalidReferenceError(
-                f"the reference to {ref.location!r} has no sha256 checksum to verify against "
-                f"(checksum: {ref.checksum!r})"
+            raise UnverifiableReferenceError(
+                f"cannot verify the object at {ref.location!r}: its reference has no sha256 checksum "
+                f"to compare with (checksum: {ref.checksum!r})"
             )
         digest, size = hashlib.sha256(), 0
         with self.open(ref) as stream:
@@ -387,37 +440,114 @@ class StorageManager:
         )
 
     def _locate(self, ref: StoredObjectRef) -> tuple[StorageBackend, str]:
-        """Validate a reference (it may come from a tampered row) and find its backend.
+        """Validate a reference (it may come from a tampered row) and find its backend and key."""
+        location, key = self._resolve(ref)
+        return self.backend(location.backend), key
 
-        The location must be a valid key inside the prefix of the reference's own slot, in that slot's
-        backend, so a row of one slot can never read or delete another slot's objects.
-        """
+    def _resolve(self, ref: StoredObjectRef) -> tuple[StorageLocation, str]:
         if not isinstance(ref, StoredObjectRef):
             raise TypeError(f"expected a StoredObjectRef, got {type(ref).__name__}")
+        if isinstance(ref, InvalidStoredObjectRef):  # a row that could not be loaded
+            raise ref.error
         key = validate_key(ref.location)
         policy = self.policy(ref.storage_key)
-        if ref.backend != policy.backend_key:
-            raise InvalidReferenceError(
-                f"reference to {key!r} names backend {ref.backend!r}, but storage key "
-                f"{ref.storage_key!r} is stored in {policy.backend_key!r}"
-            )
-        if not is_within_prefix(key, policy.prefix):
-            raise InvalidKeyError(
-                key, f"it lies outside the prefix {policy.prefix!r} of storage key {ref.storage_key!r}"
-            )
-        return self.backend(ref.backend), key
+        backend = self._backend_of(ref, key, policy)
+        prefixes = []
+        for location in policy.locations:
+            if location.backend == backend:
+                assert location.prefix is not None, "policy.locations resolves every prefix"
+                if is_within_prefix(key, location.prefix):
+                    return location, key
+                prefixes.append(location.prefix)
+        if backend == policy.backend_key and policy.key_prefix is None:
+            legacy = self._legacy_location(policy, key)
+            if legacy is not None:
+                return legacy, key
+        listed = " or ".join(repr(prefix) for prefix in prefixes)
+        raise InvalidKeyError(
+            key,
+            f"it lies outside the prefix {listed} of storage key {ref.storage_key!r} in backend {backend!r}",
+        )
+
+    def _backend_of(self, ref: StoredObjectRef, key: str, policy: StoragePolicy) -> str:
+        """The name of the backend, among the slot's locations', that ``ref`` names.
+
+        A reference written by granite-storage 0.1.0 names its backend's type (``"local"``,
+        ``"s3"``), not the name the manager configured it under: when the name is no configured
+        backend, it stands for the one backend of that type among the slot's locations.
+        """
+        names = sorted({location.backend for location in policy.locations})
+        if ref.backend in names:
+            return ref.backend
+        if ref.backend not in self._backends:
+            typed = [name for name in names if self._type_name(name) == ref.backend]
+            if len(typed) == 1:
+                return typed[0]
+            if typed:
+                raise InvalidReferenceError(
+                    f"reference to {key!r} names the backend type {ref.backend!r}, and storage key "
+                    f"{ref.storage_key!r} has several backends of that type ({typed}); it cannot "
+                    "tell which holds the object"
+                )
+        where = repr(policy.backend_key) + (f" (previously also {names})" if len(names) > 1 else "")
+        raise InvalidReferenceError(
+            f"reference to {key!r} names backend {ref.backend!r}, but storage key "
+            f"{ref.storage_key!r} is stored in {where}"
+        )
+
+    def _type_name(self, backend_name: str) -> str | None:
+        if backend_name not in self._type_names:
+            self._type_names[backend_name] = self._plugins.type_name_of(self.backend(backend_name))
+        return self._type_names[backend_name]
+
+    def _legacy_location(self, policy: StoragePolicy, key: str) -> StorageLocation | None:
+        """The 0.1.0 area ``key`` lies in for ``policy`` (a slot without key_prefix), or ``None``.
+
+        0.1.0 stored a slot without key_prefix at ``<model>/<entity>-<8 hex><.suffix>`` from the
+        backend's root, every such slot of a backend in one shared root. Only exactly that shape is
+        accepted, and only outside every other slot's namespace (current or previous locations) on
+        the backend, so the area reaches no 0.2.0 object of another slot.
+        """
+        model, _, name = key.partition("/")
+        if "/" in name or not _LEGACY_NAME.fullmatch(name):
+            return None
+        for other in self._policies.values():
+            if other.storage_key == policy.storage_key:
+                continue
+            for location in other.locations:
+                assert location.prefix is not None, "policy.locations resolves every prefix"
+                if location.backend == policy.backend_key and prefixes_overlap(model, location.prefix):
+                    raise InvalidKeyError(
+                        key,
+                        f"it lies in the namespace {location.prefix!r} of storage key "
+                        f"{other.storage_key!r}, not in the 0.1.0 area of {policy.storage_key!r}",
+                    )
+        return StorageLocation(policy.backend_key, model)
 
     def _check_policy(self, policy: StoragePolicy) -> None:
-        self.backend(policy.backend_key)
+        for location in policy.locations:
+            self.backend(location.backend)
         for other in self._policies.values():
-            if other.storage_key == policy.storage_key or other.backend_key != policy.backend_key:
+            if other.storage_key == policy.storage_key:
                 continue
-            if prefixes_overlap(policy.prefix, other.prefix):
+            if other.backend_key == policy.backend_key and prefixes_overlap(policy.prefix, other.prefix):
                 raise ConfigurationError(
                     f"storage keys {other.storage_key!r} and {policy.storage_key!r} share backend "
                     f"{policy.backend_key!r} with overlapping key prefixes {other.prefix!r} and "
                     f"{policy.prefix!r}; give each slot a prefix of its own"
                 )
+            for first, second in ((policy, other), (other, policy)):
+                for previous in first.locations[1:]:
+                    assert previous.prefix is not None, "policy.locations resolves every prefix"
+                    if previous.backend == second.backend_key and prefixes_overlap(
+                        previous.prefix, second.prefix
+                    ):
+                        raise ConfigurationError(
+                            f"a previous location of storage key {first.storage_key!r}, backend "
+                            f"{previous.backend!r} prefix {previous.prefix!r}, overlaps the current "
+                            f"location of storage key {second.storage_key!r} (prefix {second.prefix!r});"
+                            " a row of one slot must never reach another slot's objects"
+                        )
 
 
 def _discard(backend: StorageBackend, key: str) -> None:

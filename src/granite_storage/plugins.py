@@ -21,6 +21,7 @@ import importlib
 import importlib.metadata
 import logging
 import os
+import sys
 import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -279,6 +280,26 @@ class PluginHost:
                 f"backend type {type_name!r} ({backend_class.__qualname__}) refused its options: {exc} "
                 f"(given: {sorted(options)})"
             ) from exc
+
+    def type_name_of(self, backend: StorageBackend) -> str | None:
+        """The registered type name of ``backend``'s class (``"local"``, ``"s3"``), or ``None``.
+
+        A type matches when it was registered as exactly that class, or lazily as the string
+        ``"module:Class"`` naming it. Nothing is imported to find out: a lazy target whose module is
+        not imported yet cannot be the class of an existing instance under that name. A subclass of
+        a registered class is not of that type.
+        """
+        cls = type(backend)
+        for backend_type in self.backend_types().values():
+            target = backend_type.target
+            if target is cls:
+                return backend_type.name
+            if isinstance(target, str):
+                module_name, _, attribute = target.partition(":")
+                module = sys.modules.get(module_name)
+                if module is not None and getattr(module, attribute, None) is cls:
+                    return backend_type.name
+        return None
 
     def resolve_policy(self, storage_key: str, manager: StorageManager) -> StoragePolicy | None:
         """Ask plugins for the policy of ``storage_key``; the first non-None answer wins."""

@@ -3,18 +3,52 @@
 from __future__ import annotations
 
 import re
-from dataclasses import KW_ONLY, dataclass
+from collections.abc import Sequence
+from dataclasses import KW_ONLY, dataclass, field
 
 from granite_storage.errors import ConfigurationError, InvalidKeyError
 from granite_storage.keys import sanitize_segment, validate_key
 from granite_storage.streams import is_size_limit
 
-__all__ = ["StoragePolicy", "parse_size"]
+__all__ = ["StorageLocation", "StoragePolicy", "parse_size"]
 
 _MAX_PREFIX_BYTES = 512
 _MAX_SEGMENT_BYTES = 255
 _SIZE = re.compile(r"^\s*(\d+)\s*(?:([kmgt])(?:i?b)?|b)?\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
+
+
+@dataclass(frozen=True, slots=True)
+class StorageLocation:
+    """A place a slot's objects may live: a backend, by its name in the manager, and a key prefix in it.
+
+    A slot has one current location, where new objects go (:attr:`StoragePolicy.location`), and may
+    list previous ones (``StoragePolicy(previous_locations=...)``) where its existing references may
+    still point: after a move from one backend or prefix to another, before or during a migration.
+
+    Args:
+        backend: The name of a backend configured in the manager (not its type).
+        prefix: The key prefix inside that backend, one or more ``/``-separated segments (leading and
+            trailing ``/`` are dropped). ``None`` means "the slot's own prefix", resolved by the policy
+            that lists the location (:attr:`StoragePolicy.locations`).
+
+    Raises:
+        ConfigurationError: the backend name is empty, or the prefix is not a safe key prefix (the
+            rules of ``key_prefix``).
+    """
+
+    backend: str
+    prefix: str | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.backend, str) or not self.backend:
+            raise ConfigurationError(
+                f"StorageLocation.backend must be a non-empty backend name, got {self.backend!r}"
+            )
+        if self.prefix is not None:
+            object.__setattr__(
+                self, "prefix", _checked_prefix(self.prefix, f"location in {self.backend!r}", "prefix")
+            )
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,9 +68,16 @@ class StoragePolicy:
             after the outermost commit (never before; a rollback keeps it). Takes effect in
             sessions with storage tracking (:func:`granite_storage.orm.track_storage`); calls
             can override it. Off by default: such objects stay in storage.
+        previous_locations: Where the slot's existing references may still point besides its current
+            location (:attr:`location`): the backend and prefix of an earlier configuration. Reads,
+            URLs, checks and deletes of such references work as usual; new objects always go to the
+            current location. A location without a prefix means the slot's own prefix in that
+            backend. The manager refuses one that overlaps another slot's current location on the
+            same backend.
 
     Raises:
-        ConfigurationError: a value is invalid (empty names, a negative size, an unsafe prefix).
+        ConfigurationError: a value is invalid (empty names, a negative size, an unsafe prefix), or
+            a previous location equals the current one or is listed twice.
     """
 
     storage_key: str
@@ -45,6 +86,7 @@ class StoragePolicy:
     max_size: int | None = None
     key_prefix: str | None = None
     delete_replaced: bool = False
+    previous_locations: Sequence[StorageLocation] = field(default=())
 
     def __post_init__(self) -> None:
         for name in ("storage_key", "backend_key"):
@@ -60,30 +102,76 @@ class StoragePolicy:
                 f"StoragePolicy.max_size must be a non-negative integer or None, got {self.max_size!r}"
             )
         if self.key_prefix is not None:
-            if not isinstance(self.key_prefix, str):
+            object.__setattr__(
+                self,
+                "key_prefix",
+                _checked_prefix(self.key_prefix, f"storage key {self.storage_key!r}", "key_prefix"),
+            )
+        self._check_previous_locations()
+
+    def _check_previous_locations(self) -> None:
+        previous = self.previous_locations
+        if isinstance(previous, str | StorageLocation) or not isinstance(previous, Sequence):
+            raise ConfigurationError(
+                f"storage key {self.storage_key!r}: previous_locations must be a sequence of "
+                f"StorageLocation, got {previous!r}"
+            )
+        previous = tuple(previous)
+        object.__setattr__(self, "previous_locations", previous)
+        seen = {self.location}
+        for location in previous:
+            if not isinstance(location, StorageLocation):
                 raise ConfigurationError(
-                    f"storage key {self.storage_key!r}: key_prefix must be a string, got {self.key_prefix!r}"
+                    f"storage key {self.storage_key!r}: previous_locations holds {location!r}, "
+                    "not a StorageLocation"
                 )
-            prefix = self.key_prefix.strip("/")
-            try:
-                validate_key(prefix)
-            except InvalidKeyError as exc:
-                raise ConfigurationError(f"storage key {self.storage_key!r}: {exc}") from exc
-            # Leave room for the segments and token a built key adds (each at most 64 characters),
-            # and keep every segment a valid file name (255 bytes) on common file systems.
-            if len(prefix.encode()) > _MAX_PREFIX_BYTES or any(
-                len(segment.encode()) > _MAX_SEGMENT_BYTES for segment in prefix.split("/")
-            ):
+            resolved = self._resolve(location)
+            if resolved in seen:
+                what = "the current location" if resolved == self.location else "listed twice"
                 raise ConfigurationError(
-                    f"storage key {self.storage_key!r}: key_prefix is longer than "
-                    f"{_MAX_PREFIX_BYTES} bytes, or has a segment longer than {_MAX_SEGMENT_BYTES}"
+                    f"storage key {self.storage_key!r}: previous location {resolved.backend!r} / "
+                    f"{resolved.prefix!r} is {what}"
                 )
-            object.__setattr__(self, "key_prefix", prefix)
+            seen.add(resolved)
 
     @property
     def prefix(self) -> str:
         """The key prefix actually used, ``key_prefix`` or else the sanitised ``storage_key``."""
         return self.key_prefix or sanitize_segment(self.storage_key)
+
+    @property
+    def location(self) -> StorageLocation:
+        """The slot's current location, ``StorageLocation(backend_key, prefix)``; new objects go there."""
+        return StorageLocation(self.backend_key, self.prefix)
+
+    @property
+    def locations(self) -> tuple[StorageLocation, ...]:
+        """Every location of the slot, current first, then the previous ones with prefixes resolved."""
+        return (self.location, *(self._resolve(location) for location in self.previous_locations))
+
+    def _resolve(self, location: StorageLocation) -> StorageLocation:
+        return location if location.prefix is not None else StorageLocation(location.backend, self.prefix)
+
+
+def _checked_prefix(prefix: object, owner: str, name: str) -> str:
+    """``prefix`` stripped of ``/``, if it is a safe key prefix of bounded length."""
+    if not isinstance(prefix, str):
+        raise ConfigurationError(f"{owner}: {name} must be a string, got {prefix!r}")
+    stripped = prefix.strip("/")
+    try:
+        validate_key(stripped)
+    except InvalidKeyError as exc:
+        raise ConfigurationError(f"{owner}: {exc}") from exc
+    # Leave room for the segments and token a built key adds (each at most 64 characters), and keep
+    # every segment a valid file name (255 bytes) on common file systems.
+    if len(stripped.encode()) > _MAX_PREFIX_BYTES or any(
+        len(segment.encode()) > _MAX_SEGMENT_BYTES for segment in stripped.split("/")
+    ):
+        raise ConfigurationError(
+            f"{owner}: {name} is longer than {_MAX_PREFIX_BYTES} bytes, or has a segment longer "
+            f"than {_MAX_SEGMENT_BYTES}"
+        )
+    return stripped
 
 
 def parse_size(value: int | str | None) -> int | None:

@@ -15,9 +15,10 @@ Subclass :class:`BackendConformanceSuite` in a test module under a name pytest c
 Every inherited test then runs against the backend: round trips through the manager, sizes and
 checksums, byte ranges, URLs (given, or refused with
 :class:`~granite_storage.UnsupportedOperationError`), verification, not-found errors, idempotent
-deletes, batch deletes, listings with size and modification time, over-limit and failed uploads
-leaving nothing behind, and keys that try to escape the backend. Requires pytest (``pip install
-"granite-storage[testing]"``).
+deletes, batch deletes, listings with size and modification time (also while objects are deleted,
+and with unsafe prefixes refused), six threads at once, over-limit and failed uploads leaving nothing
+behind, removing incomplete uploads, and keys that try to escape the backend. Requires pytest
+(``pip install "granite-storage[testing]"``; from a checkout, see the conformance page).
 """
 
 from __future__ import annotations
@@ -47,7 +48,11 @@ from granite_storage.streams import SizeLimitedStream
 
 __all__ = ["UNSAFE_KEYS", "BackendConformanceSuite", "FailingStream"]
 
-#: Keys that must be refused with :class:`~granite_storage.InvalidKeyError` by every backend operation.
+#: Keys that must be refused with :class:`~granite_storage.InvalidKeyError` by every backend operation:
+#: the empty key, absolute paths (``/etc/passwd``, ``C:/Windows/win.ini``), ``..`` and ``.`` segments,
+#: empty segments (``slot//file``, ``slot/``), backslashes, NUL and newline characters, a segment
+#: starting with a dot (``slot/.hidden``), and a key longer than
+#: :data:`~granite_storage.keys.MAX_KEY_LENGTH`. A tuple of strings; print it for the exact values.
 UNSAFE_KEYS = (
     "",
     "/etc/passwd",
@@ -351,6 +356,13 @@ class BackendConformanceSuite:
             f"{base}/docs/sub/b.txt",
         ]
         assert list(backend.list(f"{base}/nothing-here")) == []
+
+    def test_a_key_equal_to_the_prefix_is_not_under_it(self, backend: StorageBackend) -> None:
+        key = f"{self.policy_prefix}/docs/a.txt"
+        backend.put(key, io.BytesIO(b"a"))
+        assert list(backend.list(key)) == []
+        assert list(backend.list(f"{key}/")) == []
+        assert [info.key for info in backend.list(f"{self.policy_prefix}/docs")] == [key]
 
     def test_listing_survives_objects_deleted_while_it_runs(self, backend: StorageBackend) -> None:
         keys = [f"{self.policy_prefix}/churn/{n % 7}/{n}.bin" for n in range(60)]

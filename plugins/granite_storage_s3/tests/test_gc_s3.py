@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import io
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -61,3 +61,30 @@ def test_collection_deletes_orphans_in_one_request_per_batch_and_keeps_the_rest(
     assert sorted(info.key for info in backend.list()) == sorted(
         [*(ref.location for ref in [*kept, *neighbours]), "outside/any-slot.bin"]
     )
+
+
+def test_a_clock_set_ahead_ages_objects_that_s3_dated_just_now(s3: S3Server) -> None:
+    # S3 dates an object when it is written and offers no way to back-date it, unlike a local file's
+    # mtime: a test ages objects by running the collector on a clock set ahead.
+    manager = StorageManager(
+        backends={"bucket": s3.backend()},
+        policies={"documents": StoragePolicy("documents", backend_key="bucket", key_prefix="docs")},
+        plugins=PluginHost(strict=False, disabled=()),
+    )
+    kept, orphan = (
+        manager.put_bytes(
+            storage_key="documents", model_name="doc", entity_id="1", field_name="file", content=b"x"
+        )
+        for _ in range(2)
+    )
+    now = StorageGarbageCollector(manager=manager, iter_references=lambda: iter([kept]))
+    assert now.collect(storage_key="documents", dry_run=False).skipped_too_young == 1
+
+    later = datetime.now(UTC) + timedelta(days=1)
+    ahead = StorageGarbageCollector(
+        manager=manager, iter_references=lambda: iter([kept]), clock=lambda: later
+    )
+    report = ahead.collect(storage_key="documents", dry_run=False)
+    assert (report.started_at, report.referenced, report.orphaned, report.deleted) == (later, 1, 1, 1)
+    assert manager.exists(kept)
+    assert not manager.exists(orphan)
