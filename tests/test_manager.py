@@ -838,3 +838,42 @@ def test_prefixes_that_differ_only_in_unicode_normalisation_are_one_prefix(tmp_p
                 "b": StoragePolicy("b", backend_key="local", key_prefix="cafe\u0301"),
             },
         )
+
+
+@pytest.mark.parametrize("second", ["root", "root/thumbs", "root/./thumbs/.."])
+def test_two_backend_names_over_one_directory_tree_are_refused(tmp_path: Path, second: str) -> None:
+    with pytest.raises(ConfigurationError, match=r"backends 'files' and 'thumbs' write into one store"):
+        StorageManager(
+            backends={
+                "files": LocalStorageBackend(tmp_path / "root"),
+                "thumbs": LocalStorageBackend(tmp_path / second),
+            },
+            policies={
+                "docs": StoragePolicy("docs", backend_key="files", key_prefix="docs"),
+                "avatars": StoragePolicy("avatars", backend_key="thumbs", key_prefix="avatars"),
+            },
+        )
+
+
+def test_a_root_reached_through_a_symlink_is_the_same_store(tmp_path: Path) -> None:
+    (tmp_path / "root").mkdir()
+    (tmp_path / "alias").symlink_to(tmp_path / "root")
+    with pytest.raises(ConfigurationError, match="one store"):
+        StorageManager(
+            backends={
+                "a": LocalStorageBackend(tmp_path / "root"),
+                "b": LocalStorageBackend(tmp_path / "alias"),
+            },
+            policies={},
+        )
+
+
+def test_backends_with_roots_side_by_side_are_separate_stores(tmp_path: Path) -> None:
+    manager = StorageManager(
+        backends={"a": LocalStorageBackend(tmp_path / "a"), "b": LocalStorageBackend(tmp_path / "ab")},
+        policies={
+            "docs": StoragePolicy("docs", backend_key="a"),
+            "more": StoragePolicy("more", backend_key="b", key_prefix="docs"),
+        },
+    )
+    assert set(manager.backends) == {"a", "b"}

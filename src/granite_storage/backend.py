@@ -207,6 +207,19 @@ class StorageBackend(abc.ABC):
             raise ValueError(f"older_than must not be negative, got {older_than}")
         return 0
 
+    def store_area(self) -> tuple[str, str] | None:
+        """Which store this backend writes into, and under which key prefix there, where it can tell.
+
+        Returns ``(store, prefix)``: ``store`` names the physical store (the local backend:
+        ``"file"``; the S3 backend: its endpoint and bucket), ``prefix`` the ``/``-separated path under
+        which this backend's keys live in it (the local backend: its resolved root directory; the S3
+        backend: its key prefix, ``""`` for none). A manager refuses two backend names whose areas lie
+        in one store and are equal or nested: a slot of one could reach, and its garbage collection
+        delete, the other's objects. ``None``, this default, means the backend cannot tell; such a
+        backend is told apart from others by its name only.
+        """
+        return None
+
 
 def check_range(start: int, end: int | None) -> None:
     """Raise :class:`ValueError` unless ``start`` and ``end`` make a byte range.

@@ -87,6 +87,7 @@ class StorageManager:
                 raise ConfigurationError(
                     f"backend {name!r} is {type(backend).__name__}, not a StorageBackend"
                 )
+        _check_store_areas(self._backends)
         for storage_key, policy in self._policies.items():
             if storage_key != policy.storage_key:
                 raise ConfigurationError(
@@ -548,6 +549,20 @@ class StorageManager:
                             f"location of storage key {second.storage_key!r} (prefix {second.prefix!r});"
                             " a row of one slot must never reach another slot's objects"
                         )
+
+
+def _check_store_areas(backends: Mapping[str, StorageBackend]) -> None:
+    """Refuse two backend names over one store area (see :meth:`StorageBackend.store_area`)."""
+    areas = [(name, area) for name, backend in backends.items() if (area := backend.store_area())]
+    for index, (name, (store, prefix)) in enumerate(areas):
+        for other, (other_store, other_prefix) in areas[index + 1 :]:
+            if store == other_store and prefixes_overlap(prefix, other_prefix):
+                raise ConfigurationError(
+                    f"backends {name!r} and {other!r} write into one store ({store}) under the "
+                    f"equal or nested prefixes {prefix!r} and {other_prefix!r}: a slot of one could "
+                    "reach, and garbage collection delete, the other's objects; give each backend a "
+                    "root directory (or bucket prefix) of its own"
+                )
 
 
 def _discard(backend: StorageBackend, key: str) -> None:

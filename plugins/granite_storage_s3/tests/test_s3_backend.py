@@ -930,3 +930,37 @@ def test_delete_many_in_a_missing_bucket_fails_every_key_without_raising(s3: S3S
     failures = backend.delete_many(["a/1.bin", "a/2.bin"])
     assert sorted(failures) == ["a/1.bin", "a/2.bin"]
     assert all(isinstance(error, ConfigurationError) for error in failures.values())
+
+
+@pytest.mark.parametrize(
+    ("first", "second"), [("", ""), ("", "production"), ("app", "app/v2"), ("app", "app")]
+)
+def test_two_backend_names_over_one_bucket_with_nested_prefixes_are_refused(
+    s3: S3Server, first: str, second: str
+) -> None:
+    with pytest.raises(ConfigurationError, match=r"backends 'files' and 'thumbs' write into one store \(s3:"):
+        StorageManager(
+            backends={
+                "files": S3StorageBackend(bucket=s3.bucket, prefix=first, client=s3.client()),
+                "thumbs": S3StorageBackend(bucket=s3.bucket, prefix=second, client=s3.client()),
+            },
+            policies={
+                "docs": StoragePolicy("docs", backend_key="files", key_prefix="docs"),
+                "avatars": StoragePolicy("avatars", backend_key="thumbs", key_prefix="avatars"),
+            },
+        )
+
+
+def test_backends_under_side_by_side_prefixes_of_one_bucket_are_separate_stores(s3: S3Server) -> None:
+    manager = StorageManager(
+        backends={
+            "files": S3StorageBackend(bucket=s3.bucket, prefix="app", client=s3.client()),
+            "archive": S3StorageBackend(bucket=s3.bucket, prefix="app2", client=s3.client()),
+        },
+        policies={
+            "docs": StoragePolicy("docs", backend_key="files"),
+            "old": StoragePolicy("old", backend_key="archive", key_prefix="docs"),
+        },
+    )
+    ref = manager.put_bytes(storage_key="old", model_name="m", entity_id="1", field_name="f", content=b"x")
+    assert manager.get(ref) == b"x"

@@ -85,6 +85,10 @@ class LocalStorageBackend(StorageBackend):
     def __repr__(self) -> str:
         return f"LocalStorageBackend({self._root!r})"
 
+    def store_area(self) -> tuple[str, str]:
+        """``("file", <the resolved root directory>)``: two backends over one tree are one store."""
+        return "file", self.root.as_posix().strip("/")
+
     def put(
         self,
         key: str,

@@ -276,6 +276,15 @@ class S3StorageBackend(StorageBackend):
     def __repr__(self) -> str:
         return f"S3StorageBackend(bucket={self.bucket!r}, prefix={self.prefix!r})"
 
+    def store_area(self) -> tuple[str, str]:
+        """``("s3:<endpoint>/<bucket>", <prefix>)``: two backends over one bucket are one store.
+
+        The endpoint is the client's, as configured; two spellings of one endpoint (a regional and a
+        global host name of AWS, an IP address and a host name) cannot be told apart.
+        """
+        endpoint = self.client.meta.endpoint_url.rstrip("/").lower()
+        return f"s3:{endpoint}/{self.bucket}", self.prefix
+
     # -- writing -------------------------------------------------------------------------------------
 
     def put(
