@@ -186,45 +186,47 @@ def test_iter_model_storage_refs_yields_every_legacy_reference(legacy: LegacySto
     )
 
 
+def collector(manager: StorageManager, session: Session) -> StorageGarbageCollector:
+    """The seed's collector, over the references of both models, without a grace period (every
+    object the fixtures put in place is seconds old)."""
+    return StorageGarbageCollector(
+        manager=manager,
+        iter_references=[
+            lambda: iter_model_storage_refs(session, Document, "_file_ref"),
+            lambda: iter_model_storage_refs(session, User, "avatar"),
+        ],
+        min_age=timedelta(0),
+    )
+
+
 @pytest.mark.parametrize("storage_key", ["documents", "avatars"])
 def test_garbage_collection_never_deletes_a_referenced_legacy_object(
     legacy: LegacyStore, database: Engine, storage_key: str
 ) -> None:
     manager = legacy.seed_manager()
     with Session(database) as session:
-        gc = StorageGarbageCollector(
-            manager=manager,
-            iter_references=[
-                lambda: iter_model_storage_refs(session, Document, "_file_ref"),
-                lambda: iter_model_storage_refs(session, User, "avatar"),
-            ],
-        )
-        dry = gc.collect(storage_key=storage_key, dry_run=True, min_age=timedelta(0))
+        gc = collector(manager, session)
+        dry = gc.collect(storage_key=storage_key, dry_run=True)
         assert dry.deleted == 0
-        real = gc.collect(storage_key=storage_key, dry_run=False, min_age=timedelta(0))
+        real = gc.collect(storage_key=storage_key, dry_run=False)
         assert real.failed == 0
         assert real.deleted == dry.orphaned
     for ref in referenced(legacy):  # of both slots: collecting one never touches the other
         assert legacy.is_stored(ref["location"]), ref
 
 
-def test_garbage_collection_of_a_slot_deletes_0_1_0_orphans_only_inside_its_key_prefix(
-    legacy: LegacyStore, database: Engine
+@pytest.mark.parametrize("previous_locations", [False, True])
+def test_garbage_collection_deletes_0_1_0_orphans_only_inside_a_slots_own_key_prefix(
+    legacy: LegacyStore, database: Engine, previous_locations: bool
 ) -> None:
     """With ``key_prefix`` the 0.1.0 objects lie in the slot's own namespace, and orphans there go;
-    without it they lie in an area the slots shared in 0.1.0, which is never collected."""
+    without it they lie in an area the slots shared in 0.1.0, which is never collected, not even
+    when previous locations are."""
     manager = legacy.seed_manager()
     with Session(database) as session:
-        gc = StorageGarbageCollector(
-            manager=manager,
-            iter_references=[
-                lambda: iter_model_storage_refs(session, Document, "_file_ref"),
-                lambda: iter_model_storage_refs(session, User, "avatar"),
-            ],
-            min_age=timedelta(0),
-        )
+        gc = collector(manager, session)
         for storage_key in ("documents", "avatars"):
-            gc.collect(storage_key=storage_key, dry_run=False)
+            gc.collect(storage_key=storage_key, dry_run=False, previous_locations=previous_locations)
     for orphan in legacy.data.expected["orphans"]:
         has_prefix = legacy.data.key_prefix(orphan["storage_key"]) is not None
         assert legacy.is_stored(orphan["location"]) is not has_prefix, orphan
