@@ -13,11 +13,13 @@ if TYPE_CHECKING:
 
 __all__ = ["S3StorageBackend"]
 
+# For the interpreter only: type checkers see the import above, so a misspelt name fails there.
+if not TYPE_CHECKING:
 
-def __getattr__(name: str) -> Any:
-    """Import the backend module (and boto3) when ``S3StorageBackend`` is first asked for."""
-    if name == "S3StorageBackend":
-        from granite_storage_s3.backend import S3StorageBackend
+    def __getattr__(name: str) -> Any:
+        """Import the backend module (and boto3) when ``S3StorageBackend`` is first asked for."""
+        if name == "S3StorageBackend":
+            from granite_storage_s3.backend import S3StorageBackend
 
-        return S3StorageBackend
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+            return S3StorageBackend
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
