@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from types import MappingProxyType
 from typing import Any, BinaryIO, Literal
 
+from granite_storage._compat import BACKEND_PROTOCOL_REPLACEMENT
 from granite_storage.backend import ObjectInfo, StorageBackend, check_range
 from granite_storage.config import ConfigSource, build_backends, build_policies, read_config
 from granite_storage.errors import (
@@ -33,6 +34,9 @@ __all__ = ["StorageManager"]
 
 logger = logging.getLogger(__name__)
 
+# The methods by which a backend written for granite-storage 0.1.0 is recognised.
+_PROTOCOL_0_1_METHODS = ("put_bytes", "put_stream", "iter_locations")
+
 
 class StorageManager:
     """Stores and retrieves objects for every storage slot, each under its :class:`StoragePolicy`.
@@ -53,15 +57,17 @@ class StorageManager:
         plugins: The plugin host to use; by default the process-wide one, loaded from entry points.
 
     Raises:
-        ConfigurationError: a policy names a backend that is not configured, a mapping key differs
-            from its policy's ``storage_key``, or two slots on one backend share a key prefix.
+        ConfigurationError: a backend is not a :class:`~granite_storage.StorageBackend` (one written
+            for granite-storage 0.1.0's backend protocol is named as such, with what replaces it), a
+            policy names a backend that is not configured, a mapping key differs from its policy's
+            ``storage_key``, or two slots on one backend share a key prefix.
     """
 
     def __init__(
         self,
-        *,
         backends: Mapping[str, StorageBackend],
         policies: Mapping[str, StoragePolicy],
+        *,
         plugins: PluginHost | None = None,
     ) -> None:
         self._plugins = plugins if plugins is not None else default_plugin_host()
@@ -69,9 +75,7 @@ class StorageManager:
         self._policies = MappingProxyType(dict(policies))
         for name, backend in self._backends.items():
             if not isinstance(backend, StorageBackend):
-                raise ConfigurationError(
-                    f"backend {name!r} is {type(backend).__name__}, not a StorageBackend"
-                )
+                raise ConfigurationError(_not_a_backend(name, backend))
         for storage_key, policy in self._policies.items():
             if storage_key != policy.storage_key:
                 raise ConfigurationError(
@@ -132,6 +136,27 @@ class StorageManager:
             )
         self._check_policy(policy)
         return policy
+
+    def get_policy(self, storage_key: str) -> StoragePolicy:
+        """The policy of ``storage_key``, as :meth:`policy` (the name granite-storage 0.1.0 gave it).
+
+        Raises:
+            ConfigurationError: no policy exists (a :class:`~granite_storage.StorageError`, as 0.1.0
+                raised).
+        """
+        return self.policy(storage_key)
+
+    def get_backend_for_policy(self, policy: StoragePolicy) -> StorageBackend:
+        """The backend that stores ``policy``'s objects (granite-storage 0.1.0's name).
+
+        The backend's methods take keys, not references (0.1.0's took references): read and delete
+        referenced objects through the manager (:meth:`get`, :meth:`open`, :meth:`delete`), which
+        checks each reference before the backend sees its key.
+
+        Raises:
+            ConfigurationError: ``policy`` names a backend that is not configured.
+        """
+        return self.backend(policy.backend_key)
 
     def backend(self, name: str) -> StorageBackend:
         """The backend configured as ``name``.
@@ -418,6 +443,18 @@ class StorageManager:
                     f"{policy.backend_key!r} with overlapping key prefixes {other.prefix!r} and "
                     f"{policy.prefix!r}; give each slot a prefix of its own"
                 )
+
+
+def _not_a_backend(name: str, backend: object) -> str:
+    """Why ``backend`` cannot be the backend ``name``: with what replaces 0.1.0's protocol if it is one."""
+    message = f"backend {name!r} is {type(backend).__name__}, not a granite_storage.StorageBackend"
+    if all(hasattr(backend, method) for method in _PROTOCOL_0_1_METHODS):
+        message += (
+            f"; it implements granite-storage 0.1.0's backend protocol (put_bytes, put_stream, "
+            f"iter_locations, methods taking references), which 0.2.0 no longer calls: "
+            f"{BACKEND_PROTOCOL_REPLACEMENT}"
+        )
+    return message
 
 
 def _discard(backend: StorageBackend, key: str) -> None:
