@@ -28,7 +28,8 @@ CANNED_ACLS = frozenset(
         "bucket-owner-full-control",
     }
 )
-#: Server-side encryption: SSE-S3 (``"AES256"``), SSE-KMS (``"aws:kms"``) and dual-layer SSE-KMS.
+#: The server-side encryptions accepted, SSE-S3 (``"AES256"``), SSE-KMS (``"aws:kms"``) and
+#: dual-layer SSE-KMS (``"aws:kms:dsse"``).
 SERVER_SIDE_ENCRYPTIONS = frozenset({"AES256", "aws:kms", "aws:kms:dsse"})
 _KMS = frozenset({"aws:kms", "aws:kms:dsse"})
 #: Storage classes whose objects can be read at once. ``GLACIER`` and ``DEEP_ARCHIVE`` are refused:
@@ -71,15 +72,16 @@ class S3ObjectParameters:
 
     Args:
         acl: A canned ACL (``"private"``, ``"bucket-owner-full-control"``, ...; see
-            :data:`CANNED_ACLS`). Buckets with ACLs disabled (AWS's default since 2023) refuse any
-            but ``"bucket-owner-full-control"``.
+            :data:`~granite_storage_s3.parameters.CANNED_ACLS`). Buckets with ACLs disabled
+            (AWS's default since 2023) refuse any but ``"bucket-owner-full-control"``.
         server_side_encryption: ``"AES256"`` (SSE-S3, keys managed by S3), ``"aws:kms"`` (SSE-KMS)
             or ``"aws:kms:dsse"`` (dual-layer SSE-KMS).
         sse_kms_key_id: The KMS key (id, ARN or alias ARN) of SSE-KMS; only with ``"aws:kms"`` or
             ``"aws:kms:dsse"``. Without it S3 uses the account's AWS-managed key.
         storage_class: A storage class whose objects can be read at once (see
-            :data:`READABLE_STORAGE_CLASSES`); ``GLACIER`` and ``DEEP_ARCHIVE`` are refused (use a
-            lifecycle rule to archive, and restore before reading).
+            :data:`~granite_storage_s3.parameters.READABLE_STORAGE_CLASSES`); ``GLACIER`` and
+            ``DEEP_ARCHIVE`` are refused (archive with a lifecycle rule, and restore before
+            reading).
         cache_control: The ``Cache-Control`` header S3 serves the object with, e.g.
             ``"private, max-age=3600"``: directives as HTTP defines them, at most 1 KiB.
 
