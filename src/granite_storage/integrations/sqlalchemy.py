@@ -9,36 +9,8 @@ Importing it imports SQLAlchemy's ORM (not FastAPI).
 
 from __future__ import annotations
 
-from granite_storage.orm import (
-    BoundStoredContent,
-    ReplaceContentResult,
-    StorageJSONType,
-    StoredContent,
-    StoredContentMixin,
-    StoredContentOperations,
-    StoredObjectRefType,
-    UploadFileLike,
-    configure_storage_manager,
-    enable_sqlite_savepoints,
-    iter_model_storage_refs,
-    portable_storage_ref_type,
-    register_stored_object,
-    track_storage,
-)
+from granite_storage import orm
+from granite_storage.orm import *  # noqa: F403 - the whole public surface, by design
 
-__all__ = [
-    "BoundStoredContent",
-    "ReplaceContentResult",
-    "StorageJSONType",
-    "StoredContent",
-    "StoredContentMixin",
-    "StoredContentOperations",
-    "StoredObjectRefType",
-    "UploadFileLike",
-    "configure_storage_manager",
-    "enable_sqlite_savepoints",
-    "iter_model_storage_refs",
-    "portable_storage_ref_type",
-    "register_stored_object",
-    "track_storage",
-]
+__all__: list[str] = []
+__all__ += orm.__all__
