@@ -6,13 +6,14 @@ UV := $(or $(shell command -v uv 2>/dev/null),.tools/bin/uv)
 export UV_PYTHON ?= $(PYTHON)
 RUN := $(UV) run --all-packages
 
-.PHONY: help install demo serve-example test test-all test-cov lint format type-check docs docs-serve bench clean
+.PHONY: help install demo serve-example test test-all test-oldest test-cov lint format type-check docs docs-serve bench clean
 
 help:
 	@echo "make demo        run the quick start against local storage in ./var"
 	@echo "make serve-example  serve the FastAPI example on http://127.0.0.1:8000 (docs at /docs)"
 	@echo "make test        install everything and run the test suite"
 	@echo "make test-all    the test suite on every Python 3.11-3.13 on PATH (tox, pip installs)"
+	@echo "make test-oldest the test suite on the oldest Python, SQLAlchemy, boto3 and pluggy supported"
 	@echo "make test-cov    the test suite with a coverage report"
 	@echo "make lint        ruff lint and format check"
 	@echo "make format      apply ruff formatting and safe fixes"
@@ -45,6 +46,10 @@ test: install
 
 test-all: install
 	$(RUN) tox run-parallel -e py311,py312,py313
+
+# .ci/oldest-constraints.txt pins the oldest releases; their floors in pyproject.toml must match.
+test-oldest: install
+	$(RUN) tox run -e py311-oldest
 
 test-cov: install
 	$(RUN) pytest --cov --cov-report=term-missing

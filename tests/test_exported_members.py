@@ -57,6 +57,7 @@ def test_the_walk_finds_the_modules_it_should() -> None:
         "granite_storage.errors",
         "granite_storage.integrations",
         "granite_storage.integrations.fastapi",
+        "granite_storage.integrations.sqlalchemy",
         "granite_storage.hookspecs",
         "granite_storage.keys",
         "granite_storage.orm",
@@ -102,7 +103,60 @@ def test_the_lazy_names_resolve_to_the_orm_package() -> None:
 
 def test_an_unknown_name_is_an_attribute_error() -> None:
     with pytest.raises(AttributeError, match="no attribute 'StoredContentMixn'"):
-        _ = granite_storage.StoredContentMixn
+        _ = granite_storage.StoredContentMixn  # type: ignore[attr-defined]  # mypy refuses it too
+
+
+def test_the_seeds_sqlalchemy_names_are_exported_lazily() -> None:
+    import granite_storage.orm
+
+    assert granite_storage.portable_storage_ref_type is granite_storage.orm.portable_storage_ref_type
+    assert granite_storage.StorageJSONType is granite_storage.orm.StorageJSONType
+
+
+# One mypy run checks every snippet (it takes seconds: SQLAlchemy's stubs are analysed once).
+TYPED_SNIPPETS = {
+    "misspelt_core.py": "from granite_storage import StoredContentMixn\n",
+    "misspelt_attribute.py": "import granite_storage\n\ngranite_storage.track_storag\n",
+    "misspelt_s3.py": "from granite_storage_s3 import S3StorageBakend\n",
+    "lazy_names.py": (
+        "from granite_storage import StorageJSONType, StoredContentMixin, portable_storage_ref_type\n"
+        "from granite_storage_s3 import S3StorageBackend\n"
+        "reveal_type(portable_storage_ref_type())\n"
+    ),
+}
+
+
+@pytest.fixture(scope="module")
+def mypy_output(tmp_path_factory: pytest.TempPathFactory) -> str:
+    from mypy import api
+
+    directory = tmp_path_factory.mktemp("typed")
+    for name, text in TYPED_SNIPPETS.items():
+        (directory / name).write_text(text)
+    options = ["--strict", "--no-error-summary", "--cache-dir", str(directory / ".mypy_cache")]
+    stdout, stderr, _ = api.run([*options, *(str(directory / name) for name in TYPED_SNIPPETS)])
+    assert stderr == ""
+    return stdout
+
+
+@pytest.mark.parametrize(
+    ("snippet", "message"),
+    [
+        ("misspelt_core.py", 'Module "granite_storage" has no attribute "StoredContentMixn"'),
+        ("misspelt_attribute.py", 'Module has no attribute "track_storag"'),
+        ("misspelt_s3.py", 'Module "granite_storage_s3" has no attribute "S3StorageBakend"'),
+    ],
+)
+def test_mypy_refuses_a_misspelt_name_of_a_lazily_importing_package(
+    mypy_output: str, snippet: str, message: str
+) -> None:
+    assert any(f"{snippet}:" in line and message in line for line in mypy_output.splitlines())
+
+
+def test_mypy_sees_the_types_of_the_lazy_names(mypy_output: str) -> None:
+    lines = [line for line in mypy_output.splitlines() if "lazy_names.py" in line]
+    assert len(lines) == 1, lines  # the reveal_type note, and no error
+    assert 'Revealed type is "sqlalchemy.sql.type_api.TypeEngine[Any]"' in lines[0]
 
 
 def test_importing_the_package_does_not_import_the_orm() -> None:

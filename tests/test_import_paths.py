@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import subprocess
 import sys
 
 import pytest
@@ -54,3 +55,33 @@ def test_the_s3_backend_path_resolves_to_the_plugin_class() -> None:
 
     assert S3StorageBackend is granite_storage_s3.S3StorageBackend
     assert S3StorageBackend.__module__ == "granite_storage_s3.backend"
+
+
+def test_the_sqlalchemy_integration_path_re_exports_the_orm_package() -> None:
+    import granite_storage.orm
+    from granite_storage.integrations import sqlalchemy
+    from granite_storage.integrations.sqlalchemy import iter_model_storage_refs
+
+    assert iter_model_storage_refs is granite_storage.orm.iter_model_storage_refs
+    assert sorted(sqlalchemy.__all__) == sorted(granite_storage.orm.__all__)
+    for name in sqlalchemy.__all__:
+        assert getattr(sqlalchemy, name) is getattr(granite_storage.orm, name)
+
+
+def test_the_sqlalchemy_integration_path_does_not_import_fastapi() -> None:
+    code = "import sys, granite_storage.integrations.sqlalchemy; print('fastapi' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "False"
+
+
+def test_storage_json_type_is_the_portable_reference_column_type() -> None:
+    from sqlalchemy import create_mock_engine
+
+    from granite_storage import StorageJSONType, portable_storage_ref_type
+
+    compiled = {}
+    for url in ("postgresql+psycopg://", "sqlite://"):
+        dialect = create_mock_engine(url, executor=print).dialect
+        compiled[dialect.name] = str(StorageJSONType.compile(dialect=dialect))
+        assert compiled[dialect.name] == str(portable_storage_ref_type().compile(dialect=dialect))
+    assert compiled == {"postgresql": "JSONB", "sqlite": "JSON"}

@@ -29,7 +29,7 @@ MiB = 1024 * 1024
 # -- StoragePolicy ----------------------------------------------------------------------------------
 
 
-def test_storage_key_is_positional_and_the_rest_keyword_only() -> None:
+def test_the_fields_after_storage_key_may_be_given_by_keyword() -> None:
     policy = StoragePolicy("documents", backend_key="local", max_size=10 * MiB, key_prefix="docs")
     assert (policy.storage_key, policy.backend_key, policy.max_size, policy.key_prefix) == (
         "documents",
@@ -37,8 +37,6 @@ def test_storage_key_is_positional_and_the_rest_keyword_only() -> None:
         10 * MiB,
         "docs",
     )
-    with pytest.raises(TypeError):
-        StoragePolicy("documents", "local")  # type: ignore[call-arg]
 
 
 def test_storage_key_may_be_given_by_keyword() -> None:

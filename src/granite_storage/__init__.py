@@ -1,7 +1,10 @@
 """granite-storage: backend-agnostic file storage for SQLAlchemy 2 models.
 
 The public surface is re-exported here; implementation modules stay importable for the plugin author
-(:mod:`granite_storage.hookspecs`, :mod:`granite_storage.testing`) and for advanced use.
+(:mod:`granite_storage.hookspecs`, :mod:`granite_storage.testing`) and for advanced use. The
+SQLAlchemy integration's names (``StoredContentMixin``, ``StoredObjectRefType``,
+``portable_storage_ref_type``, ``StorageJSONType``, ...) are imported on first use, from
+:mod:`granite_storage.orm`.
 """
 
 from __future__ import annotations
@@ -34,13 +37,16 @@ from granite_storage.refs import InvalidStoredObjectRef, StoredObjectRef
 from granite_storage.streams import Readable, SizeLimitedStream
 
 if typing.TYPE_CHECKING:
+    # What type checkers see of the lazy names below; at run time ``__getattr__`` imports them.
     from granite_storage.orm import (
         ReplaceContentResult,
+        StorageJSONType,
         StoredContent,
         StoredContentMixin,
         StoredObjectRefType,
         configure_storage_manager,
         iter_model_storage_refs,
+        portable_storage_ref_type,
         track_storage,
     )
 
@@ -51,11 +57,13 @@ __version__ = "0.2.0"
 _ORM_NAMES = frozenset(
     {
         "ReplaceContentResult",
+        "StorageJSONType",
         "StoredContent",
         "StoredContentMixin",
         "StoredObjectRefType",
         "configure_storage_manager",
         "iter_model_storage_refs",
+        "portable_storage_ref_type",
         "track_storage",
     }
 )
@@ -80,6 +88,7 @@ __all__ = [
     "StorageBackend",
     "StorageError",
     "StorageGarbageCollector",
+    "StorageJSONType",
     "StorageLocation",
     "StorageManager",
     "StoragePermissionError",
@@ -96,19 +105,23 @@ __all__ = [
     "hookimpl",
     "iter_model_storage_refs",
     "parse_size",
+    "portable_storage_ref_type",
     "track_storage",
 ]
 
 
-def __getattr__(name: str) -> object:
-    if name in _ORM_NAMES:
-        from granite_storage import orm  # lazy on purpose, see _ORM_NAMES
+# Defined for the interpreter only: a type checker that saw a module-level ``__getattr__`` would let
+# any name, a misspelt one too, be imported from this package. It sees the imports above instead.
+if not typing.TYPE_CHECKING:
 
-        value = getattr(orm, name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    def __getattr__(name: str) -> object:
+        if name in _ORM_NAMES:
+            from granite_storage import orm  # lazy on purpose, see _ORM_NAMES
 
+            value = getattr(orm, name)
+            globals()[name] = value
+            return value
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
-def __dir__() -> list[str]:
-    return sorted({*globals(), *_ORM_NAMES})
+    def __dir__() -> list[str]:
+        return sorted({*globals(), *_ORM_NAMES})

@@ -251,9 +251,9 @@ class StorageGarbageCollector:
 
     def __init__(
         self,
-        *,
         manager: StorageManager,
         iter_references: ReferenceSource | Sequence[ReferenceSource],
+        *,
         min_age: timedelta = DEFAULT_MIN_AGE,
         batch_size: int = DEFAULT_BATCH_SIZE,
         sample_size: int = DEFAULT_SAMPLE_SIZE,

@@ -13,6 +13,7 @@ import secrets
 import unicodedata
 
 from granite_storage.errors import InvalidKeyError
+from granite_storage.refs import StoredObjectRef
 
 __all__ = [
     "MAX_KEY_LENGTH",
@@ -49,6 +50,12 @@ def validate_key(key: object) -> str:
     outside it. Keys built by :func:`build_object_key` always pass.
     """
     if not isinstance(key, str):
+        if isinstance(key, StoredObjectRef):  # what a 0.1.0 backend method took
+            raise InvalidKeyError(
+                key,
+                "keys are strings; backends take keys, not references, since 0.2.0: pass the "
+                "reference to the StorageManager (get, open, delete), which checks it first",
+            )
         raise InvalidKeyError(key, "keys are strings")
     if not key:
         raise InvalidKeyError(key, "keys are not empty")

@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 from types import MappingProxyType
 from typing import Any, BinaryIO, Literal
 
+from granite_storage._compat import BACKEND_PROTOCOL_REPLACEMENT
 from granite_storage.backend import ObjectInfo, StorageBackend, check_range
 from granite_storage.config import ConfigSource, build_backends, build_policies, read_config
 from granite_storage.errors import (
@@ -38,6 +39,8 @@ logger = logging.getLogger(__name__)
 #: The name granite-storage 0.1.0 gave an object: ``<entity id>-<8 hex digits><suffix>``, where the
 #: suffix is the original filename's extension, dot included, or nothing.
 _LEGACY_NAME = re.compile(r"[^/]+-[0-9a-f]{8}(?:\.[^/.]+)?")
+# The methods by which a backend written for granite-storage 0.1.0 is recognised.
+_PROTOCOL_0_1_METHODS = ("put_bytes", "put_stream", "iter_locations")
 
 
 class StorageManager:
@@ -65,17 +68,21 @@ class StorageManager:
         plugins: The plugin host to use; by default the process-wide one, loaded from entry points.
 
     Raises:
-        ConfigurationError: a policy names a backend that is not configured (as its own or in a
-            previous location), a mapping key differs from its policy's ``storage_key``, two slots
-            on one backend have overlapping key prefixes, or a previous location of one slot
-            overlaps another slot's current location on the same backend.
+        ConfigurationError: a backend is not a :class:`~granite_storage.StorageBackend` (one written
+            for granite-storage 0.1.0's backend protocol is named as such, with what replaces it);
+            two backend names write into one store (see
+            :meth:`~granite_storage.StorageBackend.store_area`); a policy names a backend that is not
+            configured (as its own or in a previous location); a mapping key differs from its
+            policy's ``storage_key``; two slots on one backend have overlapping key prefixes; or a
+            previous location of one slot overlaps another slot's current location on the same
+            backend.
     """
 
     def __init__(
         self,
-        *,
         backends: Mapping[str, StorageBackend],
         policies: Mapping[str, StoragePolicy],
+        *,
         plugins: PluginHost | None = None,
     ) -> None:
         self._plugins = plugins if plugins is not None else default_plugin_host()
@@ -84,9 +91,7 @@ class StorageManager:
         self._policies = MappingProxyType(dict(policies))
         for name, backend in self._backends.items():
             if not isinstance(backend, StorageBackend):
-                raise ConfigurationError(
-                    f"backend {name!r} is {type(backend).__name__}, not a StorageBackend"
-                )
+                raise ConfigurationError(_not_a_backend(name, backend))
         _check_store_areas(self._backends)
         for storage_key, policy in self._policies.items():
             if storage_key != policy.storage_key:
@@ -148,6 +153,27 @@ class StorageManager:
             )
         self._check_policy(policy)
         return policy
+
+    def get_policy(self, storage_key: str) -> StoragePolicy:
+        """The policy of ``storage_key``, as :meth:`policy` (the name granite-storage 0.1.0 gave it).
+
+        Raises:
+            ConfigurationError: no policy exists (a :class:`~granite_storage.StorageError`, as 0.1.0
+                raised).
+        """
+        return self.policy(storage_key)
+
+    def get_backend_for_policy(self, policy: StoragePolicy) -> StorageBackend:
+        """The backend that stores ``policy``'s objects (granite-storage 0.1.0's name).
+
+        The backend's methods take keys, not references (0.1.0's took references): read and delete
+        referenced objects through the manager (:meth:`get`, :meth:`open`, :meth:`delete`), which
+        checks each reference before the backend sees its key.
+
+        Raises:
+            ConfigurationError: ``policy`` names a backend that is not configured.
+        """
+        return self.backend(policy.backend_key)
 
     def backend(self, name: str) -> StorageBackend:
         """The backend configured as ``name``.
@@ -563,6 +589,18 @@ def _check_store_areas(backends: Mapping[str, StorageBackend]) -> None:
                     "reach, and garbage collection delete, the other's objects; give each backend a "
                     "root directory (or bucket prefix) of its own"
                 )
+
+
+def _not_a_backend(name: str, backend: object) -> str:
+    """Why ``backend`` cannot be the backend ``name``: with what replaces 0.1.0's protocol if it is one."""
+    message = f"backend {name!r} is {type(backend).__name__}, not a granite_storage.StorageBackend"
+    if all(hasattr(backend, method) for method in _PROTOCOL_0_1_METHODS):
+        message += (
+            f"; it implements granite-storage 0.1.0's backend protocol (put_bytes, put_stream, "
+            f"iter_locations, methods taking references), which 0.2.0 no longer calls: "
+            f"{BACKEND_PROTOCOL_REPLACEMENT}"
+        )
+    return message
 
 
 def _discard(backend: StorageBackend, key: str) -> None:

@@ -81,10 +81,11 @@ class StoragePolicy:
     """
 
     storage_key: str
-    _: KW_ONLY
+    # Positional up to key_prefix, in 0.1.0's order: StoragePolicy("avatars", "local", 2048, "av").
     backend_key: str
     max_size: int | None = None
     key_prefix: str | None = None
+    _: KW_ONLY
     delete_replaced: bool = False
     previous_locations: Sequence[StorageLocation] = field(default=())
 

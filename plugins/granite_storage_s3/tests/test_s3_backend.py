@@ -391,7 +391,18 @@ def test_checksums_must_be_a_bool(checksums: object) -> None:
         S3StorageBackend("bucket", region_name="us-east-1", checksums=checksums)  # type: ignore[arg-type]
 
 
+# botocore before 1.36 (which has no request_checksum_calculation option) sends a body without a
+# checksum as the bytearray it was given, and moto's in-process request parsing (werkzeug) cannot read
+# a bytearray: "'bytearray' object has no attribute 'items'". A real server reads it; SeaweedFS checks.
+MOTO_READS_UNCHECKSUMMED_BYTEARRAYS = "request_checksum_calculation" in Config.OPTION_DEFAULTS
+
+
 def test_checksums_can_be_turned_off(s3: S3Server, calls: list[tuple[str, dict[str, Any]]]) -> None:
+    if s3.name == "moto" and not MOTO_READS_UNCHECKSUMMED_BYTEARRAYS:
+        pytest.skip(
+            "moto cannot parse the bytearray body that botocore < 1.36 sends without a checksum "
+            "('bytearray' object has no attribute 'items' in werkzeug); the seaweedfs variant runs"
+        )
     backend = recording_backend(s3, calls, checksums=False)
     backend.put("doc/plain.bin", io.BytesIO(b"plain"))
     assert "ChecksumAlgorithm" not in calls[0][1]

@@ -13,7 +13,7 @@ from sqlalchemy.types import TypeDecorator, TypeEngine
 from granite_storage.errors import InvalidReferenceError
 from granite_storage.refs import InvalidStoredObjectRef, StoredObjectRef
 
-__all__ = ["StoredObjectRefType", "portable_storage_ref_type"]
+__all__ = ["StorageJSONType", "StoredObjectRefType", "portable_storage_ref_type"]
 
 logger = logging.getLogger(__name__)
 
@@ -27,6 +27,14 @@ def portable_storage_ref_type() -> TypeEngine[Any]:
     SQL ``NULL``, never as JSON ``null``.
     """
     return JSON(none_as_null=True).with_variant(postgresql.JSONB(none_as_null=True), "postgresql")
+
+
+#: The JSON column type of references (``JSONB`` on PostgreSQL, ``JSON`` elsewhere), as a ready-made
+#: instance: the name granite-storage 0.1.0 exported for it. It is what
+#: :func:`portable_storage_ref_type` returns, so Python ``None`` is stored as SQL ``NULL`` (0.1.0's
+#: stored a JSON ``null``; both load as ``None``). Prefer :func:`portable_storage_ref_type` in
+#: migrations, and :class:`StoredObjectRefType` on models.
+StorageJSONType: TypeEngine[Any] = portable_storage_ref_type()
 
 
 class StoredObjectRefType(TypeDecorator[StoredObjectRef]):

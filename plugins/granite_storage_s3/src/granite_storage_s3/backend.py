@@ -24,6 +24,7 @@ import contextlib
 import io
 import logging
 import math
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from datetime import UTC, datetime, timedelta
@@ -49,6 +50,7 @@ from granite_storage.headers import content_disposition, encode_filename, shorte
 from granite_storage.keys import validate_key
 from granite_storage.policy import parse_size
 from granite_storage.streams import DEFAULT_CHUNK_SIZE, BoundedReader
+from granite_storage_s3.parameters import S3ObjectParameters
 
 if TYPE_CHECKING:
     from _typeshed import WriteableBuffer
@@ -166,9 +168,19 @@ class S3StorageBackend(StorageBackend):
             1.36 and later would otherwise add CRC32 checksums by default). A ``client`` passed in
             decides this itself: build it with ``request_checksum_calculation="when_required"``
             and ``response_checksum_validation="when_required"`` in its ``Config``.
+        acl: The canned ACL of every object written (see
+            :class:`~granite_storage_s3.S3ObjectParameters`, as for the next four).
+        server_side_encryption: ``"AES256"`` (SSE-S3) or ``"aws:kms"`` (SSE-KMS) for every object.
+        sse_kms_key_id: The KMS key of SSE-KMS.
+        storage_class: The storage class of every object (``"STANDARD_IA"``, ...).
+        cache_control: The ``Cache-Control`` every object is served with.
+        extra_put_kwargs: granite-storage 0.1.0's way to set the five above, by ``PutObject``
+            parameter name (``{"ServerSideEncryption": "AES256"}``): deprecated (a
+            :class:`DeprecationWarning`), still mapped onto them; any other key is refused.
 
     Raises:
-        ConfigurationError: ``bucket`` or ``prefix`` is unusable.
+        ConfigurationError: ``bucket`` or ``prefix`` is unusable, an object parameter is invalid,
+            or ``extra_put_kwargs`` has a key other than the five, or sets one also given by name.
         ValueError: ``part_size``, ``max_concurrency``, a timeout, ``max_attempts`` or
             ``max_pool_connections`` is out of range or of the wrong type, ``checksums`` is not a
             bool, or ``client`` is given together with options for building one.
@@ -197,6 +209,12 @@ class S3StorageBackend(StorageBackend):
         max_attempts: int | None = None,
         max_pool_connections: int | None = None,
         checksums: bool = True,
+        acl: str | None = None,
+        server_side_encryption: str | None = None,
+        sse_kms_key_id: str | None = None,
+        storage_class: str | None = None,
+        cache_control: str | None = None,
+        extra_put_kwargs: Mapping[str, Any] | None = None,
     ) -> None:
         if not isinstance(bucket, str) or not bucket or any(c in bucket for c in "/\\ \t\r\n"):
             raise ConfigurationError(f"not a bucket name: {bucket!r}")
@@ -224,6 +242,16 @@ class S3StorageBackend(StorageBackend):
             raise ValueError(f"addressing_style must be 'path' or 'virtual', got {addressing_style!r}")
         if not isinstance(checksums, bool):
             raise ValueError(f"checksums must be true or false, got {checksums!r}")
+        object_parameters = _object_parameters(
+            {
+                "acl": acl,
+                "server_side_encryption": server_side_encryption,
+                "sse_kms_key_id": sse_kms_key_id,
+                "storage_class": storage_class,
+                "cache_control": cache_control,
+            },
+            extra_put_kwargs,
+        )
         building = {
             "region_name": region_name,
             "endpoint_url": endpoint_url,
@@ -271,6 +299,8 @@ class S3StorageBackend(StorageBackend):
         self.max_concurrency = max_concurrency
         #: Whether SHA-256 checksums go with every upload.
         self.checksums = checksums
+        #: What every object written is stored with (ACL, encryption, storage class, caching).
+        self.object_parameters = object_parameters
         self._bucket_found = False
 
     def __repr__(self) -> str:
@@ -576,6 +606,7 @@ class S3StorageBackend(StorageBackend):
             arguments["Metadata"] = {"original-filename": encode_filename(name)}
         if self.checksums:
             arguments["ChecksumAlgorithm"] = "SHA256"
+        arguments.update(self.object_parameters.request_arguments())
         return arguments
 
     def _upload_parts(
@@ -734,6 +765,30 @@ class _PartReader:
             self._excess = memoryview(bytes(data))
         taken, self._excess = self._excess[:limit], self._excess[limit:]
         return taken
+
+
+def _object_parameters(
+    given: dict[str, str | None], extra_put_kwargs: Mapping[str, Any] | None
+) -> S3ObjectParameters:
+    """The object parameters given by name, with those of 0.1.0's ``extra_put_kwargs`` merged in."""
+    if extra_put_kwargs is not None:
+        warnings.warn(
+            "S3StorageBackend(extra_put_kwargs=...) is deprecated; pass acl=, server_side_encryption=, "
+            "sse_kms_key_id=, storage_class= or cache_control= instead",
+            DeprecationWarning,
+            stacklevel=3,
+        )
+        if not isinstance(extra_put_kwargs, Mapping):
+            raise ConfigurationError(f"extra_put_kwargs must be a mapping, got {extra_put_kwargs!r}")
+        legacy = S3ObjectParameters.from_put_kwargs(extra_put_kwargs)
+        for name, value in given.items():
+            from_legacy = getattr(legacy, name)
+            if from_legacy is None:
+                continue
+            if value is not None:
+                raise ConfigurationError(f"{name} is given both by name and in extra_put_kwargs")
+            given[name] = from_legacy
+    return S3ObjectParameters(**given)
 
 
 def _seconds(name: str, value: object, default: float) -> float:
