@@ -13,7 +13,6 @@ import secrets
 import unicodedata
 
 from granite_storage.errors import InvalidKeyError
-from granite_storage.refs import StoredObjectRef
 
 __all__ = [
     "MAX_KEY_LENGTH",
@@ -46,10 +45,13 @@ def validate_key(key: object) -> str:
     :data:`MAX_KEY_LENGTH` UTF-8 bytes, made of ``/``-separated segments, none of them empty or
     starting with a dot (so no ``.``, ``..`` or hidden names, which backends may use for their own
     bookkeeping), with no leading ``/``, no backslash, no colon and no control character (NUL
-    included). Joined to a root directory, such a key cannot name anything
-    outside it. Keys built by :func:`build_object_key` always pass.
+    included). Joined to a root directory, such a key cannot name anything outside it. Keys built
+    by :func:`build_object_key` always pass.
     """
     if not isinstance(key, str):
+        # Imported here: references validate their locations with this module.
+        from granite_storage.refs import StoredObjectRef
+
         if isinstance(key, StoredObjectRef):  # what a 0.1.0 backend method took
             raise InvalidKeyError(
                 key,
