@@ -40,12 +40,12 @@ MAX_ENCODED_FILENAME = 1024
 #: The type a download is served as when its stored type is missing or cannot be parsed.
 OCTET_STREAM = "application/octet-stream"
 
-#: The media types a download may show inline: a browser displays them in a viewer that runs no
-#: script of the file's with the application's origin. Raster images (SVG, which is a document that
-#: can run scripts, is not one), audio, video, PDF (browsers show it in a viewer isolated from the
-#: page's origin) and plain text (shown as text, since downloads carry ``X-Content-Type-Options:
-#: nosniff``). Every other type is served as an attachment. Other spellings of these types
-#: (``image/jpg``) are served as attachments too.
+#: The media types a download may show inline, because a browser displays them in a viewer that runs
+#: no script of the file's with the application's origin. They are raster images (not SVG, a document
+#: that can run scripts), audio, video, PDF (browsers show it in a viewer isolated from the page's
+#: origin) and plain text (shown as text, since downloads carry ``X-Content-Type-Options:
+#: nosniff``). Every other type is served as an attachment, and so are other spellings of these
+#: types (``image/jpg``).
 PASSIVE_TYPES = frozenset(
     {
         "image/apng",
@@ -76,11 +76,11 @@ PASSIVE_TYPES = frozenset(
 _UNQUOTABLE = re.compile(r'[^\x20-\x7e]|["\\]')
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 # RFC 9110 5.6.2 token, 5.6.4 quoted-string (without obs-text: only ASCII is accepted), 5.6.3 OWS.
-_TOKEN = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
+_TCHARS = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
 _QUOTED_STRING = r'"(?:[\t\x20\x21\x23-\x5b\x5d-\x7e]|\\[\t\x20-\x7e])*"'
-_MEDIA_TYPE = re.compile(rf"({_TOKEN})/({_TOKEN})")
+_MEDIA_TYPE = re.compile(rf"({_TCHARS})/({_TCHARS})")
 # RFC 9110 8.3.1: parameters = *( OWS ";" OWS [ parameter ] ); a parameter is name=value.
-_PARAMETER = re.compile(rf"[ \t]*;[ \t]*(?:({_TOKEN})=({_TOKEN}|{_QUOTED_STRING}))?")
+_PARAMETER = re.compile(rf"[ \t]*;[ \t]*(?:({_TCHARS})=({_TCHARS}|{_QUOTED_STRING}))?")
 _QUOTED_PAIR = re.compile(r"\\(.)")
 # RFC 6838 4.2: type and subtype names are at most 127 characters.
 _MAX_NAME = 127
@@ -138,7 +138,7 @@ def parse_content_type(content_type: str) -> MediaType:
         name, parameter_value = parameter.groups()
         if name is not None and name.lower() == "charset":
             charsets.append(_unquote(parameter_value))
-    if len(charsets) > 1 or any(not re.fullmatch(_TOKEN, c) or len(c) > _MAX_NAME for c in charsets):
+    if len(charsets) > 1 or any(not re.fullmatch(_TCHARS, c) or len(c) > _MAX_NAME for c in charsets):
         raise _invalid(content_type)
     return MediaType(match[1].lower(), match[2].lower(), charsets[0].lower() if charsets else None)
 

@@ -19,10 +19,9 @@ from granite_storage.errors import (
     ContentTooLargeError,
     IncompleteUploadError,
     InvalidKeyError,
-    InvalidMetadataError,
     InvalidReferenceError,
 )
-from granite_storage.headers import check_content_type, content_disposition
+from granite_storage.headers import check_content_type, download_headers
 from granite_storage.keys import build_object_key, is_within_prefix, prefixes_overlap, validate_key
 from granite_storage.plugins import PluginHost, default_plugin_host
 from granite_storage.policy import StoragePolicy
@@ -244,11 +243,12 @@ class StorageManager:
     ) -> str:
         """A URL that downloads the referenced object until ``expires_in`` has passed (a presigned URL).
 
-        The download is served with the reference's content type (left out if it is not a valid
-        content type: a reference is data, perhaps edited, and the type goes into a signed header)
-        and a ``Content-Disposition`` that offers ``filename`` (by default the reference's original
-        filename; ``""`` offers none), encoded for any Unicode name and cut to a bounded length
-        (see :func:`granite_storage.headers.content_disposition`).
+        The download is served with the reference's content type, parsed again
+        (``application/octet-stream`` when it is missing or does not parse: a reference is data,
+        perhaps edited) and a ``Content-Disposition`` that offers ``filename`` (by default the
+        reference's original filename; ``""`` offers none), encoded for any Unicode name and cut to a
+        bounded length. ``disposition="inline"`` is granted to passive types only (see
+        :func:`granite_storage.headers.download_headers`); everything else is an attachment.
         Anyone holding the URL can download the object until it expires: hand it only to whoever
         may read the object.
 
@@ -260,17 +260,16 @@ class StorageManager:
         if not isinstance(expires_in, timedelta) or expires_in <= timedelta(0):
             raise ValueError(f"expires_in must be a positive timedelta, got {expires_in!r}")
         backend, key = self._locate(ref)
-        name = ref.original_filename if filename is None else filename
-        try:
-            content_type = _content_type(ref.content_type, None)
-        except InvalidMetadataError:  # a reference edited in the database: not signed into a URL
-            logger.warning("not serving the invalid content type %r of %r", ref.content_type, ref.location)
-            content_type = None
+        headers = download_headers(
+            ref.content_type,
+            filename=ref.original_filename if filename is None else filename,
+            disposition=disposition,
+        )
         return backend.url(
             key,
             expires_in=expires_in,
-            content_type=content_type,
-            content_disposition=content_disposition(name, disposition=disposition),
+            content_type=headers["Content-Type"],
+            content_disposition=headers["Content-Disposition"],
         )
 
     def verify(self, ref: StoredObjectRef) -> bool:
