@@ -11,6 +11,7 @@
     max_size = "10MB"         # bytes as an integer, or a size with a binary unit
     key_prefix = "docs"
     delete_replaced = false   # delete replaced objects after commit (with session tracking)
+    allowed_types = ["application/pdf"]  # the types its content may be, read from the bytes
 
 Relative paths in backend options are passed through unchanged, so they are relative to the process's
 working directory, as with any path the application opens.
@@ -35,7 +36,7 @@ __all__ = ["ConfigSource", "build_backends", "build_policies", "read_config"]
 ConfigSource: TypeAlias = Mapping[str, Any] | str | os.PathLike[str]
 
 _TOP_LEVEL = {"backends", "policies"}
-_POLICY_OPTIONS = {"backend", "max_size", "key_prefix", "delete_replaced"}
+_POLICY_OPTIONS = {"backend", "max_size", "key_prefix", "delete_replaced", "allowed_types"}
 
 
 def read_config(source: ConfigSource, *, section: str | None = None) -> Mapping[str, Any]:
@@ -111,6 +112,7 @@ def build_policies(config: Mapping[str, Any]) -> dict[str, StoragePolicy]:
             max_size=max_size,
             key_prefix=options.get("key_prefix"),
             delete_replaced=options.get("delete_replaced", False),
+            allowed_types=options.get("allowed_types"),
         )
     return policies
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import KW_ONLY, dataclass
 
+from granite_storage._sniffing import allowed_type_patterns
 from granite_storage.errors import ConfigurationError, InvalidKeyError
 from granite_storage.keys import sanitize_segment, validate_key
 from granite_storage.streams import is_size_limit
@@ -34,9 +36,18 @@ class StoragePolicy:
             after the outermost commit (never before; a rollback keeps it). Takes effect in
             sessions with storage tracking (:func:`granite_storage.orm.track_storage`); calls
             can override it. Off by default: such objects stay in storage.
+        allowed_types: The media types the slot accepts (``["image/jpeg", "image/png"]``), where
+            ``"image/*"`` accepts every image type; ``None``, the default, accepts any. With it, an
+            upload's type is read from its first bytes (by libmagic, ``pip install
+            "granite-storage[sniff]"``); content of another type, or of a type other than it was
+            declared as, is refused with :class:`~granite_storage.ContentTypeNotAllowedError`
+            before anything is stored, and the reference records the type read. Kept as a tuple of
+            lower-case names, each type under its registered name (``image/jpg`` is
+            ``image/jpeg``).
 
     Raises:
-        ConfigurationError: a value is invalid (empty names, a negative size, an unsafe prefix).
+        ConfigurationError: a value is invalid (empty names, a negative size, an unsafe prefix, an
+            entry of ``allowed_types`` that is not a media type).
     """
 
     storage_key: str
@@ -45,6 +56,7 @@ class StoragePolicy:
     max_size: int | None = None
     key_prefix: str | None = None
     delete_replaced: bool = False
+    allowed_types: Sequence[str] | None = None
 
     def __post_init__(self) -> None:
         for name in ("storage_key", "backend_key"):
@@ -79,6 +91,12 @@ class StoragePolicy:
                     f"{_MAX_PREFIX_BYTES} bytes, or has a segment longer than {_MAX_SEGMENT_BYTES}"
                 )
             object.__setattr__(self, "key_prefix", prefix)
+        if self.allowed_types is not None:
+            try:
+                allowed_types = allowed_type_patterns(self.allowed_types)
+            except ConfigurationError as exc:
+                raise ConfigurationError(f"storage key {self.storage_key!r}: {exc}") from None
+            object.__setattr__(self, "allowed_types", allowed_types)
 
     @property
     def prefix(self) -> str:

@@ -15,8 +15,6 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import os
-import struct
-import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +26,7 @@ from fastapi.responses import Response
 from granite_storage import PluginHost, StorageManager, StoragePolicy, StoredObjectRef
 from granite_storage_local import LocalStorageBackend
 
+from ..samples import HTML, SVG, png
 from .conftest import serve
 from .service import Service, build_service
 
@@ -45,27 +44,8 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--no-first-run",
 ]
-# What a script that runs leaves behind on the origin it runs on.
-SCRIPT = "document.cookie = 'script_ran=1; path=/'; localStorage.setItem('script_ran', location.pathname);"
-HTML = f"<!doctype html><title>inert</title><script>{SCRIPT}</script>".encode()
-SVG = f'<svg xmlns="http://www.w3.org/2000/svg"><script>{SCRIPT}</script></svg>'.encode()
 HOSTILE_TYPE = "image/png; x=y, text/html"
 SAFETY_HEADERS = ("content-type", "content-disposition", "content-security-policy", "x-content-type-options")
-
-
-def png() -> bytes:
-    """A 1x1 PNG image."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    header = struct.pack(">IIBBBBB", 1, 1, 8, 2, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", header)
-        + chunk(b"IDAT", zlib.compress(b"\0\0\0\0"))
-        + chunk(b"IEND", b"")
-    )
 
 
 def skip_or_fail(reason: str) -> None:

@@ -40,6 +40,7 @@ from granite_storage.errors import (
     BackendUnavailableError,
     ConfigurationError,
     ContentTooLargeError,
+    ContentTypeNotAllowedError,
     IncompleteUploadError,
     InvalidMetadataError,
     ObjectNotFoundError,
@@ -164,6 +165,8 @@ def install_exception_handlers(app: FastAPI) -> None:
     * :class:`~granite_storage.ContentTooLargeError`: 413, naming the limit;
     * :class:`~granite_storage.ObjectNotFoundError`: 404;
     * :class:`~granite_storage.InvalidMetadataError`: 400 (a content type the client sent);
+    * :class:`~granite_storage.ContentTypeNotAllowedError`: 415, saying which type the content is
+      and which the slot accepts, or which declared type it contradicts;
     * :class:`~granite_storage.BackendUnavailableError`: 503;
     * :class:`~granite_storage.StoragePermissionError` and
       :class:`~granite_storage.IncompleteUploadError`: 502 (the backend refused or misbehaved);
@@ -193,6 +196,8 @@ def _status_and_detail(exc: Exception) -> tuple[int, str]:
         return 404, "stored object not found"
     if isinstance(exc, InvalidMetadataError):
         return 400, str(exc)  # about the client's own input (a content type it sent)
+    if isinstance(exc, ContentTypeNotAllowedError):
+        return 415, str(exc)  # about the client's own content, and the slot's rules
     if isinstance(exc, BackendUnavailableError):
         return 503, "storage is unavailable, try again later"
     if isinstance(exc, StoragePermissionError | IncompleteUploadError):
@@ -226,6 +231,8 @@ async def store_upload(
 
     Raises:
         ContentTooLargeError: the upload is over the slot's ``max_size``; nothing was stored.
+        ContentTypeNotAllowedError: the slot has ``allowed_types`` and the upload's bytes are of
+            another type, or not of the type it was sent as; nothing was stored.
     """
     file = upload.file
     filename, content_type = upload.filename, upload.content_type
@@ -275,6 +282,8 @@ async def store_request_body(
 
     Raises:
         ContentTooLargeError: the body is over the slot's ``max_size``; nothing was stored.
+        ContentTypeNotAllowedError: the slot has ``allowed_types`` and the body's bytes are of
+            another type, or not of the type it was sent as; nothing was stored.
     """
     policy = manager.policy(storage_key)
     declared = request.headers.get("content-length", "")
