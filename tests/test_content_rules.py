@@ -170,6 +170,20 @@ def test_a_slot_without_rules_stores_the_declared_type_and_never_sniffs(
     assert ref.content_type == "image/png"
 
 
+def test_content_libmagic_cannot_read_is_an_octet_stream_and_refused(
+    manager: StorageManager, storage_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    class Broken:
+        def from_buffer(self, head: bytes) -> str:
+            raise RuntimeError("libmagic failed")
+
+    monkeypatch.setattr(sniffing, "_magic", Broken)
+    with pytest.raises(ContentTypeNotAllowedError) as raised:
+        put(manager, "avatars", png(), content_type="image/png")
+    assert raised.value.content_type == "application/octet-stream"
+    assert files_under(storage_root) == []
+
+
 def test_put_bytes_goes_through_the_same_rules(manager: StorageManager) -> None:
     with pytest.raises(ContentTypeNotAllowedError):
         manager.put_bytes(

@@ -9,6 +9,7 @@ python-magic), not from the client. The manager reads :data:`SNIFF_BYTES` of the
 from __future__ import annotations
 
 import functools
+import logging
 import mimetypes
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
@@ -20,6 +21,8 @@ if TYPE_CHECKING:
     from magic import Magic
 
     from granite_storage.streams import Readable
+
+logger = logging.getLogger(__name__)
 
 #: How much of an upload is read to tell its type: enough for libmagic to see inside the ZIP of an
 #: office document (2 KiB is not, for a spreadsheet openpyxl writes), and a constant to hold.
@@ -112,10 +115,16 @@ def require_sniffer() -> None:
 
 
 def sniff(head: bytes) -> str:
-    """The canonical media type (``type/subtype``) libmagic reads from the first bytes of a content."""
+    """The canonical media type (``type/subtype``) libmagic reads from the first bytes of a content.
+
+    Where libmagic fails, or answers something that is not a media type, the content is
+    ``application/octet-stream``: of no type a slot would list by accident.
+    """
+    magic = _magic()
     try:
-        essence = parse_content_type(_magic().from_buffer(head)).essence
-    except InvalidMetadataError:  # not expected of libmagic, and no reason to trust the content
+        essence = parse_content_type(magic.from_buffer(head)).essence
+    except Exception as exc:  # magic.MagicException, InvalidMetadataError: nothing to trust
+        logger.warning("libmagic could not read the type of an upload: %s", exc)
         essence = OCTET_STREAM
     return canonical_type(essence)
 

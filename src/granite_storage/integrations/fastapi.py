@@ -75,8 +75,9 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 _MANAGER_STATE = "granite_storage_manager"
-_NOSNIFF = {"X-Content-Type-Options": "nosniff"}
 _SESSIONS_STATE = "granite_storage_sessions"
+# On every response that serves or answers for a stored object: no browser reads it as another type.
+_NOSNIFF = {"X-Content-Type-Options": "nosniff"}
 
 
 # -- wiring an application ---------------------------------------------------------------------------
