@@ -13,6 +13,7 @@ from granite_storage.errors import (
     BackendUnavailableError,
     ConfigurationError,
     ContentTooLargeError,
+    ContentTypeNotAllowedError,
     IncompleteUploadError,
     InvalidKeyError,
     InvalidMetadataError,
@@ -35,6 +36,7 @@ ERROR_CLASSES = [getattr(errors, name) for name in errors.__all__]
         (InvalidKeyError, [StorageError, ValueError]),
         (InvalidReferenceError, [StorageError, ValueError]),
         (InvalidMetadataError, [StorageError, ValueError]),
+        (ContentTypeNotAllowedError, [StorageError, ValueError]),
         (ObjectNotFoundError, [StorageError, FileNotFoundError, OSError]),
         (StoragePermissionError, [StorageError, PermissionError, OSError]),
         (BackendUnavailableError, [StorageError, ConnectionError, OSError]),
@@ -68,6 +70,19 @@ def test_content_too_large_error_carries_the_limit() -> None:
     assert error.max_size == 2048
     assert "2048" in str(error)
     assert str(ContentTooLargeError(2048, "too big for an avatar")) == "too big for an avatar"
+
+
+def test_content_type_not_allowed_error_carries_the_types_and_says_why() -> None:
+    refused = ContentTypeNotAllowedError("text/html", allowed_types=("image/jpeg", "image/png"))
+    assert (refused.content_type, refused.allowed_types, refused.declared) == (
+        "text/html",
+        ("image/jpeg", "image/png"),
+        None,
+    )
+    assert str(refused) == "content of type text/html is not accepted here; accepted: image/jpeg, image/png"
+    mismatch = ContentTypeNotAllowedError("image/png", allowed_types=("image/*",), declared="image/gif")
+    assert mismatch.declared == "image/gif"
+    assert str(mismatch) == "the content is image/png, not the image/gif it was declared as"
 
 
 def test_object_not_found_error_carries_the_key() -> None:

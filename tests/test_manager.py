@@ -583,10 +583,26 @@ def test_a_given_content_type_wins_over_the_filename(manager: StorageManager) ->
         ("text/plain; charset=utf-8", "text/plain; charset=utf-8"),
         ("application/vnd.api+json", "application/vnd.api+json"),
         ("  image/png  ", "image/png"),
+        ("Image/PNG; x=y", "image/png"),
+        ('text/plain; Charset="UTF-8"; format=flowed', "text/plain; charset=utf-8"),
     ],
 )
-def test_valid_content_types_are_kept(manager: StorageManager, given: str, stored: str) -> None:
+def test_valid_content_types_are_stored_normalised_with_only_their_charset(
+    manager: StorageManager, given: str, stored: str
+) -> None:
     assert put(manager, content_type=given).content_type == stored
+
+
+@pytest.mark.parametrize(
+    "content_type", ["image/png; x=y, text/html", "image/png, text/html", 'image/png; x="y, text/html']
+)
+def test_a_list_of_content_types_is_refused_and_stores_nothing(
+    manager: StorageManager, storage_root: Path, content_type: str
+) -> None:
+    # Browsers and fetch() read the last type of a list: stored as sent, this one would be HTML.
+    with pytest.raises(InvalidMetadataError, match="not a valid content type"):
+        put(manager, content_type=content_type)
+    assert files_under(storage_root) == []
 
 
 @pytest.mark.parametrize(

@@ -13,6 +13,7 @@
     delete_replaced = false   # delete replaced objects after commit (with session tracking)
     # where existing references may still point after a move; a prefix defaults to the slot's own
     previous_locations = [{ backend = "old-files" }, { backend = "old-files", prefix = "document" }]
+    allowed_types = ["application/pdf"]  # the types its content may be, read from the bytes
 
 Relative paths in backend options are passed through unchanged, so they are relative to the process's
 working directory, as with any path the application opens.
@@ -37,7 +38,14 @@ __all__ = ["ConfigSource", "build_backends", "build_policies", "read_config"]
 ConfigSource: TypeAlias = Mapping[str, Any] | str | os.PathLike[str]
 
 _TOP_LEVEL = {"backends", "policies"}
-_POLICY_OPTIONS = {"backend", "max_size", "key_prefix", "delete_replaced", "previous_locations"}
+_POLICY_OPTIONS = {
+    "backend",
+    "max_size",
+    "key_prefix",
+    "delete_replaced",
+    "previous_locations",
+    "allowed_types",
+}
 _LOCATION_OPTIONS = {"backend", "prefix"}
 
 
@@ -115,6 +123,7 @@ def build_policies(config: Mapping[str, Any]) -> dict[str, StoragePolicy]:
             key_prefix=options.get("key_prefix"),
             delete_replaced=options.get("delete_replaced", False),
             previous_locations=_locations(storage_key, options.get("previous_locations", ())),
+            allowed_types=options.get("allowed_types"),
         )
     return policies
 

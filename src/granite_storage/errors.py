@@ -16,6 +16,9 @@ too, so code that already handles ``FileNotFoundError`` or ``PermissionError`` k
     │                                 a reference without a sha256 checksum asked to verify
     ├── InvalidMetadataError (ValueError)
     │                                 a content type that cannot be stored safely
+    ├── ContentTypeNotAllowedError (ValueError)
+    │                                 content whose type its slot does not accept, or that is not
+    │                                 the type it was declared as
     ├── ObjectNotFoundError (FileNotFoundError)
     │                                 no object at the key
     ├── StoragePermissionError (PermissionError)
@@ -37,6 +40,7 @@ __all__ = [
     "BackendUnavailableError",
     "ConfigurationError",
     "ContentTooLargeError",
+    "ContentTypeNotAllowedError",
     "IncompleteUploadError",
     "InvalidKeyError",
     "InvalidMetadataError",
@@ -111,6 +115,41 @@ class UnverifiableReferenceError(InvalidReferenceError):
 
 class InvalidMetadataError(StorageError, ValueError):
     """Object metadata given by a caller (a content type) cannot be stored safely."""
+
+
+class ContentTypeNotAllowedError(StorageError, ValueError):
+    """Content its slot refuses for its type, as the content's first bytes tell it.
+
+    Raised before anything is stored, for a slot whose policy has ``allowed_types``: the type read
+    from the content is not among them, or it contradicts the type the content was declared as (its
+    ``content_type``, or its filename's extension).
+
+    Attributes:
+        content_type: The type read from the content (``type/subtype``).
+        allowed_types: The slot's ``allowed_types``.
+        declared: The declared type the content contradicts; ``None`` when the content's own type is
+            not accepted.
+    """
+
+    def __init__(
+        self,
+        content_type: str,
+        *,
+        allowed_types: tuple[str, ...],
+        declared: str | None = None,
+        message: str | None = None,
+    ) -> None:
+        self.content_type = content_type
+        self.allowed_types = allowed_types
+        self.declared = declared
+        if message is None:
+            if declared is None:
+                message = f"content of type {content_type} is not accepted here; accepted: " + ", ".join(
+                    allowed_types
+                )
+            else:
+                message = f"the content is {content_type}, not the {declared} it was declared as"
+        super().__init__(message)
 
 
 class ObjectNotFoundError(StorageError, FileNotFoundError):

@@ -14,6 +14,7 @@ from types import MappingProxyType
 from typing import Any, BinaryIO, Literal
 
 from granite_storage._compat import BACKEND_PROTOCOL_REPLACEMENT
+from granite_storage._sniffing import HeadThenRest, checked_content_type, read_head, require_sniffer
 from granite_storage.backend import ObjectInfo, StorageBackend, check_range
 from granite_storage.config import ConfigSource, build_backends, build_policies, read_config
 from granite_storage.errors import (
@@ -21,11 +22,10 @@ from granite_storage.errors import (
     ContentTooLargeError,
     IncompleteUploadError,
     InvalidKeyError,
-    InvalidMetadataError,
     InvalidReferenceError,
     UnverifiableReferenceError,
 )
-from granite_storage.headers import check_content_type, content_disposition
+from granite_storage.headers import download_headers, parse_content_type
 from granite_storage.keys import build_object_key, is_within_prefix, prefixes_overlap, validate_key
 from granite_storage.plugins import PluginHost, default_plugin_host
 from granite_storage.policy import StorageLocation, StoragePolicy
@@ -237,11 +237,18 @@ class StorageManager:
         and its sha256 computed on the way to the backend, so memory stays flat whatever its size. The
         key is built from sanitised ``model_name``, ``entity_id`` and ``field_name``, a random token
         and the extension of ``original_filename``; no caller value can move it out of the slot's
-        prefix. ``content_type`` is guessed from ``original_filename`` when not given. ``extra`` is
-        recorded on the reference as it is (it must be JSON-serialisable to live in a database row).
+        prefix. ``content_type`` is stored normalised (see
+        :func:`granite_storage.headers.parse_content_type`), or guessed from ``original_filename``
+        when not given. In a slot with ``allowed_types``, the type is read from the content's first
+        bytes instead, checked, and stored. ``extra`` is recorded on the reference as it is (it must
+        be JSON-serialisable to live in a database row).
 
         Raises:
             ContentTooLargeError: the content passed ``max_size``; nothing was stored.
+            InvalidMetadataError: ``content_type`` is not one valid media type; nothing was stored.
+            ContentTypeNotAllowedError: the slot has ``allowed_types`` and the content's type is not
+                among them, or is not the type declared (by ``content_type`` or the filename's
+                extension); nothing was stored.
             ConfigurationError: ``storage_key`` has no policy.
             StorageError: the backend failed; nothing was stored.
         """
@@ -318,11 +325,12 @@ class StorageManager:
     ) -> str:
         """A URL that downloads the referenced object until ``expires_in`` has passed (a presigned URL).
 
-        The download is served with the reference's content type (left out if it is not a valid
-        content type: a reference is data, perhaps edited, and the type goes into a signed header)
-        and a ``Content-Disposition`` that offers ``filename`` (by default the reference's original
-        filename; ``""`` offers none), encoded for any Unicode name and cut to a bounded length
-        (see :func:`granite_storage.headers.content_disposition`).
+        The download is served with the reference's content type, parsed again
+        (``application/octet-stream`` when it is missing or does not parse: a reference is data,
+        perhaps edited) and a ``Content-Disposition`` that offers ``filename`` (by default the
+        reference's original filename; ``""`` offers none), encoded for any Unicode name and cut to a
+        bounded length. ``disposition="inline"`` is granted to passive types only (see
+        :func:`granite_storage.headers.download_headers`); everything else is an attachment.
         Anyone holding the URL can download the object until it expires: hand it only to whoever
         may read the object.
 
@@ -334,17 +342,16 @@ class StorageManager:
         if not isinstance(expires_in, timedelta) or expires_in <= timedelta(0):
             raise ValueError(f"expires_in must be a positive timedelta, got {expires_in!r}")
         backend, key = self._locate(ref)
-        name = ref.original_filename if filename is None else filename
-        try:
-            content_type = _content_type(ref.content_type, None)
-        except InvalidMetadataError:  # a reference edited in the database: not signed into a URL
-            logger.warning("not serving the invalid content type %r of %r", ref.content_type, ref.location)
-            content_type = None
+        headers = download_headers(
+            ref.content_type,
+            filename=ref.original_filename if filename is None else filename,
+            disposition=disposition,
+        )
         return backend.url(
             key,
             expires_in=expires_in,
-            content_type=content_type,
-            content_disposition=content_disposition(name, disposition=disposition),
+            content_type=headers["Content-Type"],
+            content_disposition=headers["Content-Disposition"],
         )
 
     def verify(self, ref: StoredObjectRef) -> bool:
@@ -430,7 +437,21 @@ class StorageManager:
         extra: Mapping[str, Any] | None,
     ) -> StoredObjectRef:
         backend = self.backend(policy.backend_key)
-        content_type = _content_type(content_type, original_filename)
+        declared = None if content_type is None else parse_content_type(content_type)
+        source: Readable = SizeLimitedStream(stream, policy.max_size)
+        if policy.allowed_types is None:
+            content_type = str(declared) if declared is not None else _guessed_type(original_filename)
+        else:
+            # The type is read from the content, before the backend is touched: a refusal leaves
+            # nothing behind. The head read goes to the backend first, then the rest of the stream.
+            head = read_head(source)
+            content_type = checked_content_type(
+                head,
+                allowed_types=tuple(policy.allowed_types),
+                declared=declared,
+                filename=original_filename,
+            )
+            source = HeadThenRest(head, source)
         key = build_object_key(
             policy.prefix,
             model_name=model_name,
@@ -438,7 +459,7 @@ class StorageManager:
             field_name=field_name,
             original_filename=original_filename,
         )
-        reader = HashingReader(SizeLimitedStream(stream, policy.max_size))
+        reader = HashingReader(source)
         try:
             backend.put(key, reader, content_type=content_type, original_filename=original_filename)
             unread = reader.read(1)
@@ -554,6 +575,8 @@ class StorageManager:
     def _check_policy(self, policy: StoragePolicy) -> None:
         for location in policy.locations:
             self.backend(location.backend)
+        if policy.allowed_types is not None:
+            require_sniffer()
         for other in self._policies.values():
             if other.storage_key == policy.storage_key:
                 continue
@@ -613,10 +636,6 @@ def _discard(backend: StorageBackend, key: str) -> None:
         logger.warning("could not delete %r after a failed upload: %s", key, exc)
 
 
-def _content_type(content_type: str | None, original_filename: str | None) -> str | None:
-    """The given content type (validated), else one guessed from the filename, else ``None``."""
-    if content_type is None:
-        if original_filename:
-            return mimetypes.guess_type(original_filename, strict=False)[0]
-        return None
-    return check_content_type(content_type)
+def _guessed_type(original_filename: str | None) -> str | None:
+    """The content type the filename's extension implies, else ``None``."""
+    return mimetypes.guess_type(original_filename, strict=False)[0] if original_filename else None

@@ -6,6 +6,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import KW_ONLY, dataclass, field
 
+from granite_storage._sniffing import allowed_type_patterns
 from granite_storage.errors import ConfigurationError, InvalidKeyError
 from granite_storage.keys import sanitize_segment, validate_key
 from granite_storage.streams import is_size_limit
@@ -74,10 +75,19 @@ class StoragePolicy:
             current location. A location without a prefix means the slot's own prefix in that
             backend. The manager refuses one that overlaps another slot's current location on the
             same backend.
+        allowed_types: The media types the slot accepts (``["image/jpeg", "image/png"]``), where
+            ``"image/*"`` accepts every image type; ``None``, the default, accepts any. With it, an
+            upload's type is read from its first bytes (by libmagic, ``pip install
+            "granite-storage[sniff]"``); content of another type, or of a type other than it was
+            declared as, is refused with :class:`~granite_storage.ContentTypeNotAllowedError`
+            before anything is stored, and the reference records the type read. Kept as a tuple of
+            lower-case names, each type under its registered name (``image/jpg`` is
+            ``image/jpeg``).
 
     Raises:
-        ConfigurationError: a value is invalid (empty names, a negative size, an unsafe prefix), or
-            a previous location equals the current one or is listed twice.
+        ConfigurationError: a value is invalid (empty names, a negative size, an unsafe prefix, an
+            entry of ``allowed_types`` that is not a media type), or a previous location equals the
+            current one or is listed twice.
     """
 
     storage_key: str
@@ -88,6 +98,7 @@ class StoragePolicy:
     _: KW_ONLY
     delete_replaced: bool = False
     previous_locations: Sequence[StorageLocation] = field(default=())
+    allowed_types: Sequence[str] | None = None
 
     def __post_init__(self) -> None:
         for name in ("storage_key", "backend_key"):
@@ -109,6 +120,12 @@ class StoragePolicy:
                 _checked_prefix(self.key_prefix, f"storage key {self.storage_key!r}", "key_prefix"),
             )
         self._check_previous_locations()
+        if self.allowed_types is not None:
+            try:
+                allowed_types = allowed_type_patterns(self.allowed_types)
+            except ConfigurationError as exc:
+                raise ConfigurationError(f"storage key {self.storage_key!r}: {exc}") from None
+            object.__setattr__(self, "allowed_types", allowed_types)
 
     def _check_previous_locations(self) -> None:
         previous = self.previous_locations

@@ -130,34 +130,44 @@ def test_an_object_without_content_type_is_served_as_octet_stream(
 
 @pytest.mark.parametrize(
     ("name", "content_type"),
-    [("page.html", None), ("page.html", "text/html\r\nSet-Cookie: a=b"), ("x.bin", "not a type")],
-    ids=["none-recorded", "header-injection", "malformed"],
+    [
+        ("page.html", None),
+        ("page.html", "text/html\r\nSet-Cookie: a=b"),
+        ("x.bin", "not a type"),
+        ("x.png", "image/png; x=y, text/html"),
+    ],
+    ids=["none-recorded", "header-injection", "malformed", "a-list"],
 )
-def test_a_missing_or_invalid_recorded_content_type_is_served_as_octet_stream(
+def test_a_missing_or_invalid_recorded_content_type_is_served_as_an_octet_stream_attachment(
     base_url: str, manager: StorageManager, service: Service, name: str, content_type: str | None
 ) -> None:
-    # A row written by another program, or edited: the type served is the recorded one, as a
-    # presigned URL would sign it, never guessed from the (uploader's) filename.
+    # A row written by another program, an older release, or edited: the type served is the recorded
+    # one parsed again, as a presigned URL would sign it, never guessed from the uploader's filename.
     stored = put(manager, b"<script>alert(1)</script>", name, "text/plain")
     service.refs["edited"] = dataclasses.replace(stored, content_type=content_type)
     response = httpx.get(f"{base_url}/objects/edited", params={"inline": True})
     assert response.status_code == 200
     assert response.headers["content-type"] == "application/octet-stream"
+    assert response.headers["content-disposition"].startswith("attachment;")
+    assert response.headers["content-security-policy"] == "sandbox"
     assert "set-cookie" not in response.headers
 
 
 @pytest.mark.parametrize(
-    ("name", "content_type", "sandboxed"),
+    ("name", "content_type", "passive"),
     [
-        ("page.html", "text/html; charset=utf-8", True),
-        ("image.svg", "image/svg+xml", True),
-        ("feed.xml", "application/xml", True),
-        ("report.pdf", "application/pdf", False),
-        ("photo.png", "image/png", False),
+        ("page.html", "text/html; charset=utf-8", False),
+        ("image.svg", "image/svg+xml", False),
+        ("feed.xml", "application/xml", False),
+        ("page.xhtml", "application/xhtml+xml", False),
+        ("app.js", "text/javascript", False),
+        ("report.pdf", "application/pdf", True),
+        ("photo.png", "image/png", True),
+        ("notes.txt", "text/plain; charset=utf-8", True),
     ],
 )
-def test_uploaded_documents_that_can_run_scripts_are_sandboxed(
-    base_url: str, manager: StorageManager, service: Service, name: str, content_type: str, sandboxed: bool
+def test_only_passive_types_are_shown_inline_and_anything_else_is_a_sandboxed_attachment(
+    base_url: str, manager: StorageManager, service: Service, name: str, content_type: str, passive: bool
 ) -> None:
     # An uploaded page opened inline from the application's origin would run with its cookies.
     service.refs["active"] = put(manager, b"<script>alert(document.cookie)</script>", name, content_type)
@@ -165,7 +175,35 @@ def test_uploaded_documents_that_can_run_scripts_are_sandboxed(
         response = httpx.request(method, f"{base_url}/objects/active", params={"inline": True})
         assert response.status_code == 200
         assert response.headers["content-type"] == content_type
-        assert response.headers.get("content-security-policy") == ("sandbox" if sandboxed else None)
+        assert response.headers["x-content-type-options"] == "nosniff"
+        disposition = response.headers["content-disposition"]
+        assert disposition.startswith("inline;" if passive else "attachment;")
+        assert response.headers.get("content-security-policy") == (None if passive else "sandbox")
+
+
+@pytest.mark.parametrize(
+    ("headers", "status"),
+    [
+        ({}, 200),
+        ({"range": "bytes=0-9"}, 206),
+        ({"range": "bytes=999999-"}, 416),
+        ({"if-none-match": "*"}, 304),
+    ],
+    ids=["whole", "range", "unsatisfiable", "not-modified"],
+)
+@pytest.mark.parametrize("method", ["GET", "HEAD"])
+def test_every_download_response_carries_nosniff(
+    base_url: str, method: str, headers: dict[str, str], status: int
+) -> None:
+    response = httpx.request(method, f"{base_url}/objects/doc", headers=headers)
+    assert response.status_code == status
+    assert response.headers["x-content-type-options"] == "nosniff"
+
+
+def test_a_missing_object_answers_with_nosniff_too(base_url: str) -> None:
+    response = httpx.get(f"{base_url}/errors/not-found")
+    assert response.status_code == 404
+    assert response.headers["x-content-type-options"] == "nosniff"
 
 
 @pytest.mark.parametrize(
@@ -329,6 +367,7 @@ def test_redirect_sends_an_s3_download_to_a_presigned_url(s3_service: Service) -
         response = httpx.get(f"{url}/objects/doc", params={"redirect": True})
     assert response.status_code == 307
     assert response.headers["cache-control"] == "no-store"
+    assert response.headers["x-content-type-options"] == "nosniff"
     location = parse_qs(urlsplit(response.headers["location"]).query)
     assert "X-Amz-Signature" in location
     assert location["response-content-disposition"] == [content_disposition(NAME)]

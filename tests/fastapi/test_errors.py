@@ -63,8 +63,9 @@ def test_storage_errors_map_to_statuses_without_internal_details(
         assert SECRET not in record.getMessage()
 
 
-def test_an_invalid_content_type_from_the_client_is_a_400(base_url: str) -> None:
-    files = {"file": ("a.txt", b"x", "text/plain\x7f")}
+@pytest.mark.parametrize("content_type", ["text/plain\x7f", "image/png; x=y, text/html"])
+def test_an_invalid_content_type_from_the_client_is_a_400(base_url: str, content_type: str) -> None:
+    files = {"file": ("a.png", b"<script>alert(1)</script>", content_type)}
     response = httpx.post(f"{base_url}/uploads/bad", files=files)
     assert response.status_code == 400
     assert "not a valid content type" in response.json()["detail"]

@@ -489,10 +489,19 @@ def test_a_presigned_url_downloads_with_the_original_filename(real_s3: S3Server)
 
 def test_a_presigned_url_offers_the_given_filename_inline(real_s3: S3Server) -> None:
     manager = manager_on(real_s3.backend())
-    ref = store(manager, io.BytesIO(b"<p>hi</p>"), filename="page.html")
-    url = manager.url(ref, expires_in=timedelta(minutes=1), filename="other.html", disposition="inline")
+    ref = store(manager, io.BytesIO(b"%PDF-1.7"), filename="report.pdf")
+    url = manager.url(ref, expires_in=timedelta(minutes=1), filename="other.pdf", disposition="inline")
     with urllib.request.urlopen(url, timeout=10) as response:
-        assert response.headers["Content-Disposition"].startswith('inline; filename="other.html"')
+        assert response.headers["Content-Disposition"].startswith('inline; filename="other.pdf"')
+
+
+def test_a_presigned_url_offers_a_page_that_can_run_scripts_only_as_an_attachment(real_s3: S3Server) -> None:
+    manager = manager_on(real_s3.backend())
+    ref = store(manager, io.BytesIO(b"<p>hi</p>"), filename="page.html")
+    url = manager.url(ref, expires_in=timedelta(minutes=1), disposition="inline")
+    with urllib.request.urlopen(url, timeout=10) as response:
+        assert response.headers["Content-Type"] == "text/html"
+        assert response.headers["Content-Disposition"].startswith('attachment; filename="page.html"')
 
 
 def test_a_presigned_url_stops_working_when_it_expires(real_s3: S3Server) -> None:
@@ -518,13 +527,34 @@ def test_a_presigned_url_cannot_be_pointed_at_another_object(real_s3: S3Server) 
     raised.value.close()
 
 
-def test_a_presigned_url_leaves_out_an_invalid_stored_content_type(s3: S3Server) -> None:
+def test_a_presigned_url_signs_an_invalid_stored_content_type_as_an_octet_stream_attachment(
+    s3: S3Server,
+) -> None:
     manager = manager_on(s3.backend())
     ref = store(manager, io.BytesIO(b"plain"), filename="a.txt")
     edited = dataclasses.replace(ref, content_type="text/plain\r\nSet-Cookie: x=1")
-    query = parse_qs(urlsplit(manager.url(edited)).query)
-    assert "response-content-type" not in query
-    assert parse_qs(urlsplit(manager.url(ref)).query)["response-content-type"] == ["text/plain"]
+    query = parse_qs(urlsplit(manager.url(edited, disposition="inline")).query)
+    assert query["response-content-type"] == ["application/octet-stream"]
+    assert query["response-content-disposition"][0].startswith("attachment;")
+    query = parse_qs(urlsplit(manager.url(ref, disposition="inline")).query)
+    assert query["response-content-type"] == ["text/plain"]
+    assert query["response-content-disposition"][0].startswith("inline;")
+
+
+def test_a_presigned_url_overrides_the_type_an_older_release_stored_on_the_object(
+    real_s3: S3Server,
+) -> None:
+    # Objects stored before content types were parsed carry the client's type as S3 metadata; the
+    # URL must not let S3 serve it: it always signs the type and disposition of its own.
+    backend = real_s3.backend()
+    manager = manager_on(backend)
+    ref = store(manager, io.BytesIO(b"<script>document.title='x'</script>"), filename="a.png")
+    hostile = "image/png; x=y, text/html"
+    backend.put(ref.location, io.BytesIO(b"<script>document.title='x'</script>"), content_type=hostile)
+    legacy = dataclasses.replace(ref, content_type=hostile)
+    with urllib.request.urlopen(manager.url(legacy, disposition="inline"), timeout=10) as response:
+        assert response.headers["Content-Type"] == "application/octet-stream"
+        assert response.headers["Content-Disposition"].startswith("attachment;")
 
 
 def test_a_presigned_url_offers_a_very_long_filename_cut(real_s3: S3Server) -> None:

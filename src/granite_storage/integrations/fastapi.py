@@ -40,6 +40,7 @@ from granite_storage.errors import (
     BackendUnavailableError,
     ConfigurationError,
     ContentTooLargeError,
+    ContentTypeNotAllowedError,
     IncompleteUploadError,
     InvalidMetadataError,
     ObjectNotFoundError,
@@ -47,7 +48,7 @@ from granite_storage.errors import (
     StoragePermissionError,
     UnsupportedOperationError,
 )
-from granite_storage.headers import check_content_type, content_disposition
+from granite_storage.headers import download_headers
 from granite_storage.manager import StorageManager
 from granite_storage.orm.content import UploadFileLike
 from granite_storage.refs import StoredObjectRef
@@ -75,6 +76,8 @@ logger = logging.getLogger(__name__)
 
 _MANAGER_STATE = "granite_storage_manager"
 _SESSIONS_STATE = "granite_storage_sessions"
+# On every response that serves or answers for a stored object: no browser reads it as another type.
+_NOSNIFF = {"X-Content-Type-Options": "nosniff"}
 
 
 # -- wiring an application ---------------------------------------------------------------------------
@@ -163,13 +166,16 @@ def install_exception_handlers(app: FastAPI) -> None:
     * :class:`~granite_storage.ContentTooLargeError`: 413, naming the limit;
     * :class:`~granite_storage.ObjectNotFoundError`: 404;
     * :class:`~granite_storage.InvalidMetadataError`: 400 (a content type the client sent);
+    * :class:`~granite_storage.ContentTypeNotAllowedError`: 415, saying which type the content is
+      and which the slot accepts, or which declared type it contradicts;
     * :class:`~granite_storage.BackendUnavailableError`: 503;
     * :class:`~granite_storage.StoragePermissionError` and
       :class:`~granite_storage.IncompleteUploadError`: 502 (the backend refused or misbehaved);
     * any other :class:`~granite_storage.StorageError`: 500.
 
     The body of a 404 or 5xx names no key, path, bucket or exception text; 5xx errors are logged
-    with their traceback on the ``granite_storage.integrations.fastapi`` logger.
+    with their traceback on the ``granite_storage.integrations.fastapi`` logger. Every error response
+    carries ``X-Content-Type-Options: nosniff``.
     """
     app.add_exception_handler(StorageError, storage_error_handler)
 
@@ -181,7 +187,7 @@ async def storage_error_handler(request: Request, exc: Exception) -> JSONRespons
         logger.error(
             "%s while serving %s %s", type(exc).__name__, request.method, request.url.path, exc_info=exc
         )
-    return JSONResponse({"detail": detail}, status_code=status)
+    return JSONResponse({"detail": detail}, status_code=status, headers=_NOSNIFF)
 
 
 def _status_and_detail(exc: Exception) -> tuple[int, str]:
@@ -191,6 +197,8 @@ def _status_and_detail(exc: Exception) -> tuple[int, str]:
         return 404, "stored object not found"
     if isinstance(exc, InvalidMetadataError):
         return 400, str(exc)  # about the client's own input (a content type it sent)
+    if isinstance(exc, ContentTypeNotAllowedError):
+        return 415, str(exc)  # about the client's own content, and the slot's rules
     if isinstance(exc, BackendUnavailableError):
         return 503, "storage is unavailable, try again later"
     if isinstance(exc, StoragePermissionError | IncompleteUploadError):
@@ -224,6 +232,8 @@ async def store_upload(
 
     Raises:
         ContentTooLargeError: the upload is over the slot's ``max_size``; nothing was stored.
+        ContentTypeNotAllowedError: the slot has ``allowed_types`` and the upload's bytes are of
+            another type, or not of the type it was sent as; nothing was stored.
     """
     file = upload.file
     filename, content_type = upload.filename, upload.content_type
@@ -273,6 +283,8 @@ async def store_request_body(
 
     Raises:
         ContentTooLargeError: the body is over the slot's ``max_size``; nothing was stored.
+        ContentTypeNotAllowedError: the slot has ``allowed_types`` and the body's bytes are of
+            another type, or not of the type it was sent as; nothing was stored.
     """
     policy = manager.policy(storage_key)
     declared = request.headers.get("content-length", "")
@@ -364,12 +376,15 @@ def storage_response(
 
     Headers come from the reference, so deciding what to send asks the backend nothing:
     ``Content-Type``, ``Content-Length``, ``ETag`` (the stored sha256, a strong validator),
-    ``Last-Modified`` (when it was stored), ``Accept-Ranges: bytes``, ``X-Content-Type-Options:
-    nosniff`` and a ``Content-Disposition`` offering ``filename`` (by default the original filename,
-    encoded for any name, see :func:`granite_storage.headers.content_disposition`). HTML, SVG and
-    other XML documents also get ``Content-Security-Policy: sandbox``, so an uploaded page opened
-    inline cannot run scripts on the application's origin. ``headers`` are added (``Cache-Control``,
-    say).
+    ``Last-Modified`` (when it was stored), ``Accept-Ranges: bytes`` and a ``Content-Disposition``
+    offering ``filename`` (by default the original filename, encoded for any name). The stored type
+    is parsed again and only the passive types (images but SVG, audio, video, PDF, plain text) are
+    shown inline when ``disposition="inline"``; everything else, and a stored type that does not
+    parse (served as ``application/octet-stream``), is an attachment with
+    ``Content-Security-Policy: sandbox``, so no uploaded document runs scripts on the application's
+    origin (see :func:`granite_storage.headers.download_headers`). Every response, ``304``, ``416``
+    and redirects included, carries ``X-Content-Type-Options: nosniff``. ``headers`` are added
+    (``Cache-Control``, say).
 
     * ``If-None-Match`` (weak comparison, ``*`` too), else ``If-Modified-Since``, answers ``304``.
     * One ``Range`` of bytes (``bytes=a-b``, ``a-``, ``-n``) answers ``206`` with ``Content-Range``,
@@ -390,7 +405,11 @@ def storage_response(
     size = ref.size
     etag = _etag(ref)
     last_modified = ref.created_at.replace(microsecond=0)
-    common = {"Last-Modified": format_datetime(last_modified, usegmt=True), **(headers or {})}
+    common = {
+        "Last-Modified": format_datetime(last_modified, usegmt=True),
+        **(headers or {}),
+        **_NOSNIFF,
+    }
     if etag is not None:
         common["ETag"] = etag
 
@@ -404,21 +423,17 @@ def storage_response(
             pass  # no URLs (local disk): served through the application below
         else:
             # A presigned URL expires: no cache may keep the redirect longer than the URL lives.
-            return RedirectResponse(url, status_code=307, headers={"Cache-Control": "no-store"})
+            return RedirectResponse(url, status_code=307, headers={"Cache-Control": "no-store", **_NOSNIFF})
 
     served = {
         **common,
         "Accept-Ranges": "bytes",
-        "Content-Type": _served_content_type(ref),
-        "Content-Disposition": content_disposition(
-            ref.original_filename if filename is None else filename, disposition=disposition
+        **download_headers(
+            ref.content_type,
+            filename=ref.original_filename if filename is None else filename,
+            disposition=disposition,
         ),
-        "X-Content-Type-Options": "nosniff",
     }
-    if _is_active_content(served["Content-Type"]):
-        # An uploaded HTML or SVG page opened from this origin would run its scripts with the
-        # application's cookies; sandboxed, it renders as an inert document of an opaque origin.
-        served["Content-Security-Policy"] = "sandbox"
     span = _byte_range(request, etag, last_modified, size)
     if span == "unsatisfiable":
         return Response(status_code=416, headers={**common, "Content-Range": f"bytes */{size}"})
@@ -470,30 +485,6 @@ def _etag(ref: StoredObjectRef) -> str | None:
     if ref.checksum is None:
         return None
     return f'"{ref.checksum.partition(":")[2]}"'
-
-
-def _served_content_type(ref: StoredObjectRef) -> str:
-    """The reference's content type if it is valid (a row may have been edited), else a safe default.
-
-    As :meth:`StorageManager.url` signs into a presigned URL: nothing is guessed at serving time (the
-    type was guessed from the filename when the object was stored, if it could be).
-    """
-    if ref.content_type is None:
-        return "application/octet-stream"
-    try:
-        return check_content_type(ref.content_type)
-    except InvalidMetadataError:
-        logger.warning("not serving the invalid content type %r of %r", ref.content_type, ref.location)
-        return "application/octet-stream"
-
-
-# Media types a browser renders as a document that can run scripts (besides any ``+xml`` type).
-_ACTIVE_CONTENT = frozenset({"text/html", "application/xhtml+xml", "application/xml", "text/xml"})
-
-
-def _is_active_content(content_type: str) -> bool:
-    media_type = content_type.partition(";")[0].strip().lower()
-    return media_type in _ACTIVE_CONTENT or media_type.endswith("+xml")
 
 
 def _opaque(tag: str) -> str:
