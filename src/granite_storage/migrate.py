@@ -496,12 +496,7 @@ class _Run:
             group = groups[target]
             try:
                 copied = future.result()
-            except (
-                ObjectNotFoundError,
-                MigrationMismatchError,
-                ContentTooLargeError,
-                InvalidKeyError,
-            ) as exc:
+            except (ObjectNotFoundError, MigrationMismatchError, InvalidKeyError) as exc:
                 for item in group:
                     self._fail(item.row, item.ref.location, exc)
                 continue
@@ -563,9 +558,14 @@ class _Run:
         with self.manager.open(ref) as source:
             # A source longer than its reference stops the copy at once, and nothing is published.
             reader = HashingReader(SizeLimitedStream(source, ref.size))
-            self.target.put(
-                target, reader, content_type=_content_type(ref), original_filename=ref.original_filename
-            )
+            try:
+                self.target.put(
+                    target, reader, content_type=_content_type(ref), original_filename=ref.original_filename
+                )
+            except ContentTooLargeError as exc:
+                raise MigrationMismatchError(
+                    f"{ref.location!r} is larger than its reference says ({ref.size} bytes); nothing copied"
+                ) from exc
             unread = reader.read(1)
         digest = reader.checksum.removeprefix("sha256:")
         if (
