@@ -54,8 +54,10 @@ from granite_storage.policy import StorageLocation, StoragePolicy
 from granite_storage.refs import StoredObjectRef
 from granite_storage.streams import DEFAULT_CHUNK_SIZE, HashingReader, SizeLimitedStream
 
+from sqlalchemy import Engine
+
 if TYPE_CHECKING:
-    from sqlalchemy import Column, Engine, Table
+    from sqlalchemy import Column, Table
     from sqlalchemy.engine import Connection
 
 __all__ = [
@@ -116,7 +118,7 @@ class MigrationProgress:
         rows_done: Rows read so far.
         moved: Rows rewritten so far (in a dry run: that would be).
         failed: Rows that could not be moved, so far.
-        bytes: Bytes copied so far (in a dry run: that would be).
+        bytes_copied: Bytes copied so far (in a dry run: that would be).
     """
 
     phase: str
@@ -124,7 +126,7 @@ class MigrationProgress:
     rows_done: int
     moved: int
     failed: int
-    bytes: int
+    bytes_copied: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,7 +153,7 @@ class MigrationReport:
             unusable reference); each still points where it pointed.
         copied: Objects copied in this run.
         reused: Copies found already in place (an earlier run's), verified and reused.
-        bytes: Bytes copied (in a dry run: the size of what would be).
+        bytes_copied: Bytes copied (in a dry run: the size of what would be).
         checksums_computed: Moved rows whose reference had no usable sha256 checksum (granite-storage
             0.1.0 accepted any string): only the size was checked, and the new reference carries the
             sha256 computed while copying.
@@ -176,7 +178,7 @@ class MigrationReport:
     failed: int
     copied: int
     reused: int
-    bytes: int
+    bytes_copied: int
     checksums_computed: int
     sources_deleted: int
     sources_kept: int
@@ -209,7 +211,7 @@ class MigrationReport:
             "failed": self.failed,
             "copied": self.copied,
             "reused": self.reused,
-            "bytes": self.bytes,
+            "bytes": self.bytes_copied,
             "checksums_computed": self.checksums_computed,
             "sources_deleted": self.sources_deleted,
             "sources_kept": self.sources_kept,
@@ -743,7 +745,7 @@ class _Run:
             failed=self.failed,
             copied=self.copied,
             reused=self.reused,
-            bytes=self.bytes,
+            bytes_copied=self.bytes,
             checksums_computed=self.checksums_computed,
             sources_deleted=self.sources_deleted,
             sources_kept=self.sources_kept,

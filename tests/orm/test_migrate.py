@@ -189,7 +189,7 @@ def test_a_dry_run_reports_what_would_move_and_changes_nothing(tables: Engine, t
     report = migrator(moved_manager(old, new), tables).migrate("documents")
 
     assert report.dry_run
-    assert (report.references, report.moved, report.bytes, report.failed) == (2, 2, 8, 0)
+    assert (report.references, report.moved, report.bytes_copied, report.failed) == (2, 2, 8, 0)
     assert (report.copied, report.sources_deleted) == (0, 0)
     assert references(tables) == before
     assert keys(new) == set()
@@ -206,7 +206,7 @@ def test_objects_move_from_local_disk_to_s3_and_the_sources_go_after_the_commit(
     report = migrator(manager, tables, workers=3).migrate("documents", dry_run=False, delete_source=True)
 
     assert (report.moved, report.copied, report.failed, report.changed) == (4, 4, 0, 0)
-    assert report.bytes == sum(map(len, contents))
+    assert report.bytes_copied == sum(map(len, contents))
     assert report.sources_deleted == 4
     assert report.ok
     assert_every_row_reads(manager, tables, dict(zip(ids, contents, strict=True)))
@@ -504,7 +504,7 @@ def test_ten_thousand_small_objects_and_a_few_large_ones_move_to_s3(
     assert (report.moved, report.copied, report.failed, report.sources_deleted) == (len(contents),) * 2 + (
         0,
     ) + (len(contents),)
-    assert report.bytes == sum(map(len, contents))
+    assert report.bytes_copied == sum(map(len, contents))
     refs = references(tables)
     assert keys(bucket) == {ref.location for ref in refs.values()}
     with Session(tables) as session:

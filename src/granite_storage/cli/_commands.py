@@ -683,7 +683,7 @@ def _echo_migration_report(report: MigrationReport) -> None:
         ("failed", f"{report.failed:,}"),
         ("objects copied", f"{report.copied:,}"),
         ("copies reused", f"{report.reused:,}"),
-        ("bytes" if not report.dry_run else "bytes to copy", f"{report.bytes:,}"),
+        ("bytes" if not report.dry_run else "bytes to copy", f"{report.bytes_copied:,}"),
         ("checksums computed", f"{report.checksums_computed:,}"),
     ]
     if report.delete_source and not report.dry_run:
