@@ -96,6 +96,16 @@ def test_sha256_is_the_hex_digest_of_the_checksum() -> None:
     assert make_ref(checksum="md5:0123abcd").sha256 is None
 
 
+@pytest.mark.parametrize(
+    "checksum",
+    ["", "sha256", "sha256:", "sha256:not-hex", "SHA256:AB", "sha256:" + "ab" * 31, "sha256:" + "AB" * 32],
+)
+def test_a_checksum_the_library_cannot_use_is_kept_but_gives_no_sha256(checksum: str) -> None:
+    ref = make_ref(checksum=checksum)
+    assert ref.checksum == checksum
+    assert ref.sha256 is None
+
+
 def test_created_at_defaults_to_now_in_utc() -> None:
     before = datetime.now(UTC)
     ref = StoredObjectRef(storage_key="avatars", backend="local", location=LOCATION, size=0)
@@ -115,7 +125,11 @@ def test_created_at_is_held_in_utc_whatever_offset_it_was_given() -> None:
 
 @pytest.mark.parametrize(
     ("field", "value"),
-    [("size", -1), ("checksum", "sha256"), ("checksum", "sha256:not-hex"), ("checksum", "SHA256:AB")],
+    [
+        ("size", -1),
+        ("checksum", 1234),
+        ("created_at", datetime(1, 1, 1, tzinfo=timezone(timedelta(hours=1)))),
+    ],
 )
 def test_constructor_refuses_invalid_values(field: str, value: object) -> None:
     with pytest.raises(InvalidReferenceError):
@@ -248,18 +262,50 @@ def test_a_missing_required_key_raises_invalid_reference_error(missing: str) -> 
         ("size", None),
         ("size", -1),
         ("checksum", 1234),
-        ("checksum", "sha256 with spaces"),
         ("content_type", 1),
         ("original_filename", {"name": "x"}),
         ("created_at", 1714566600),
         ("created_at", "yesterday"),
-        ("extra", ["not", "a", "mapping"]),
-        ("extra", "text"),
+        ("created_at", "0001-01-01T00:00:00+01:00"),
+        ("created_at", "9999-12-31T23:59:59-01:00"),
+        ("location", "docs/../../etc/passwd"),
+        ("location", "/etc/passwd"),
+        ("location", "docs/.hidden"),
+        ("location", "docs\\a"),
+        ("storage_key", "\ud800"),
+        ("backend", "lo\udfffcal"),
+        ("location", "docs/\udc80.txt"),
+        ("content_type", "text/\ud800"),
+        ("original_filename", "\udc00.pdf"),
+        ("checksum", "sha256:\ud800"),
+        ("created_at", "2024-05-01T12:30:00\ud800"),
+        ("extra", {"note": "\ud800"}),
+        ("extra", {"\ud800": 1}),
+        ("extra", {"nested": [{"deep": "\udbff"}]}),
     ],
 )
 def test_a_wrong_type_or_value_raises_invalid_reference_error(field: str, value: object) -> None:
     with pytest.raises(InvalidReferenceError):
         StoredObjectRef.from_dict(row(**{field: value}))
+
+
+@pytest.mark.parametrize("checksum", ["", "sha256 with spaces", "md5:0123", "SHA256:AB"])
+def test_any_checksum_string_loads_and_round_trips(checksum: str) -> None:
+    ref = StoredObjectRef.from_dict(row(checksum=checksum))
+    assert ref.checksum == checksum
+    assert ref.sha256 is None
+    assert StoredObjectRef.from_dict(ref.to_dict()) == ref
+
+
+@pytest.mark.parametrize("extra", [None, ["not", "a", "mapping"], "text", 3])
+def test_an_extra_that_is_not_a_json_object_loads_as_empty(extra: object) -> None:
+    assert StoredObjectRef.from_dict(row(extra=extra)).extra == {}
+
+
+def test_an_unsafe_location_is_an_invalid_reference_naming_the_key() -> None:
+    with pytest.raises(InvalidReferenceError, match=r"'location' is not a valid key.*'\.\./x'") as raised:
+        StoredObjectRef.from_dict(row(location="../x"))
+    assert isinstance(raised.value.__cause__, ValueError)
 
 
 @pytest.mark.parametrize("data", [None, [], "a string", 42], ids=["null", "array", "string", "number"])

@@ -24,12 +24,13 @@ from granite_storage.errors import (
     StoragePermissionError,
     UnsavedEntityError,
     UnsupportedOperationError,
+    UnverifiableReferenceError,
 )
 from granite_storage.gc import GarbageCollectionReport, StorageGarbageCollector
 from granite_storage.manager import StorageManager
 from granite_storage.plugins import PluginHost
 from granite_storage.policy import StorageLocation, StoragePolicy, parse_size
-from granite_storage.refs import StoredObjectRef
+from granite_storage.refs import InvalidStoredObjectRef, StoredObjectRef
 from granite_storage.streams import Readable, SizeLimitedStream
 
 if typing.TYPE_CHECKING:
@@ -68,6 +69,7 @@ __all__ = [
     "InvalidKeyError",
     "InvalidMetadataError",
     "InvalidReferenceError",
+    "InvalidStoredObjectRef",
     "ObjectInfo",
     "ObjectNotFoundError",
     "PluginError",
@@ -88,6 +90,7 @@ __all__ = [
     "StoredObjectRefType",
     "UnsavedEntityError",
     "UnsupportedOperationError",
+    "UnverifiableReferenceError",
     "__version__",
     "configure_storage_manager",
     "hookimpl",

@@ -10,8 +10,10 @@ too, so code that already handles ``FileNotFoundError`` or ``PermissionError`` k
     ├── ContentTooLargeError          content passed its policy's max_size
     ├── InvalidKeyError (ValueError)  a key or reference that could escape its backend or prefix
     ├── InvalidReferenceError (ValueError)
-    │                                 reference data that cannot be read, or names another backend
-    │                                 than its slot's
+    │   │                             reference data that cannot be read, or names another backend
+    │   │                             than its slot's
+    │   └── UnverifiableReferenceError
+    │                                 a reference without a sha256 checksum asked to verify
     ├── InvalidMetadataError (ValueError)
     │                                 a content type that cannot be stored safely
     ├── ObjectNotFoundError (FileNotFoundError)
@@ -45,6 +47,7 @@ __all__ = [
     "StoragePermissionError",
     "UnsavedEntityError",
     "UnsupportedOperationError",
+    "UnverifiableReferenceError",
 ]
 
 
@@ -93,6 +96,16 @@ class InvalidReferenceError(StorageError, ValueError):
 
     Raised when stored data (a database row's JSON) cannot be turned into a reference, and when a
     reference names a backend other than its slot's, as a tampered row might.
+    """
+
+
+class UnverifiableReferenceError(InvalidReferenceError):
+    """The reference carries no checksum the library can verify an object against.
+
+    Raised by :meth:`StorageManager.verify <granite_storage.StorageManager.verify>` for a reference
+    whose ``checksum`` is not ``sha256:<64 hex digits>``: ``None``, ``""`` as granite-storage 0.1.0
+    allowed, or another algorithm. The object itself may be intact and still reads; only its
+    integrity cannot be checked.
     """
 
 

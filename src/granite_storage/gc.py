@@ -6,7 +6,9 @@ of :meth:`StorageGarbageCollector.collect` decides like this:
 
 1. Read every reference the ``iter_references`` callables yield, and keep the locations of those
    that belong to the slot, as 64-bit digests (8 bytes a reference).
-2. List the slot's key prefix in its backend, streaming.
+2. List the slot's current location (its key prefix in its backend), streaming; with
+   ``previous_locations=True``, its previous locations too, except any that overlaps another
+   slot's location on the same backend.
 3. Keep each object that is referenced, or younger than the grace period (``min_age``); every other
    object is an orphan.
 4. Dry run (the default): count and sample the orphans. Otherwise delete them in batches
@@ -35,8 +37,8 @@ from granite_storage.backend import StorageBackend
 from granite_storage.errors import ConfigurationError
 from granite_storage.keys import is_within_prefix, prefixes_overlap
 from granite_storage.manager import StorageManager
-from granite_storage.policy import StoragePolicy
-from granite_storage.refs import StoredObjectRef
+from granite_storage.policy import StorageLocation, StoragePolicy
+from granite_storage.refs import InvalidStoredObjectRef, StoredObjectRef
 
 __all__ = [
     "DEFAULT_BATCH_SIZE",
@@ -46,6 +48,7 @@ __all__ = [
     "GarbageCollectionProgress",
     "GarbageCollectionReport",
     "ReferenceSource",
+    "SkippedLocation",
     "StorageGarbageCollector",
 ]
 
@@ -78,6 +81,20 @@ class GarbageCollectionFailure:
 
 
 @dataclass(frozen=True, slots=True)
+class SkippedLocation:
+    """A previous location of the slot that a run was asked to collect and did not list.
+
+    Attributes:
+        location: The location, its prefix resolved.
+        reason: Why: it overlaps another slot's location on the same backend (so its objects may be
+            that slot's), or it lies inside a location already listed.
+    """
+
+    location: StorageLocation
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class GarbageCollectionProgress:
     """How far a run has got; passed to the ``progress`` callback every thousand items or so.
 
@@ -105,17 +122,17 @@ class GarbageCollectionReport:
 
     Attributes:
         storage_key: The slot collected.
-        backend: The name of the slot's backend.
-        prefix: The key prefix listed (the slot's namespace in its backend).
+        backend: The name of the slot's backend (of its current location).
+        prefix: The key prefix of its current location (the slot's namespace in its backend).
         dry_run: Whether this was a dry run (nothing deleted).
         min_age (datetime.timedelta): The grace period applied: younger objects were kept whatever
             else held.
         started_at: When the run started (UTC); the age of objects is measured from it.
         duration (datetime.timedelta): How long the run took.
         references: References read that belong to this slot (their location protects the object).
-        ignored_references: References of other slots, or pointing outside this slot's prefix: they
-            neither protect nor condemn anything here.
-        scanned: Objects listed under the prefix.
+        ignored_references: References of other slots, or pointing outside the locations listed:
+            they neither protect nor condemn anything here.
+        scanned: Objects listed, in every location listed.
         referenced: Objects kept because a reference points at them.
         skipped_too_young: Unreferenced objects kept because they are younger than ``min_age``.
         orphaned: Unreferenced objects older than ``min_age``: deleted, or in a dry run, what would be.
@@ -125,6 +142,12 @@ class GarbageCollectionReport:
         failures: The first failures, at most ``sample_size`` of them.
         incomplete_uploads_removed: How many leftovers of interrupted uploads were removed, or
             ``None`` if that was not asked for.
+        invalid_references: Rows that could not be loaded (an
+            :class:`~granite_storage.InvalidStoredObjectRef`, e.g. a ``created_at`` out of range).
+            Whatever slot they name, such a row's location, where it lies in a location listed,
+            keeps its object: the collector errs on keeping.
+        locations: The locations listed, the current one first.
+        skipped_locations: Previous locations asked for but not listed, with why.
     """
 
     storage_key: str
@@ -145,6 +168,9 @@ class GarbageCollectionReport:
     orphan_sample: tuple[str, ...]
     failures: tuple[GarbageCollectionFailure, ...]
     incomplete_uploads_removed: int | None = None
+    invalid_references: int = 0
+    locations: tuple[StorageLocation, ...] = ()
+    skipped_locations: tuple[SkippedLocation, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -172,6 +198,12 @@ class GarbageCollectionReport:
             "orphan_sample": list(self.orphan_sample),
             "failures": [{"key": failure.key, "error": failure.error} for failure in self.failures],
             "incomplete_uploads_removed": self.incomplete_uploads_removed,
+            "invalid_references": self.invalid_references,
+            "locations": [{"backend": loc.backend, "prefix": loc.prefix} for loc in self.locations],
+            "skipped_locations": [
+                {"backend": skip.location.backend, "prefix": skip.location.prefix, "reason": skip.reason}
+                for skip in self.skipped_locations
+            ],
         }
 
 
@@ -196,11 +228,14 @@ class StorageGarbageCollector:
         sample_size: How many orphan keys and failures a report lists.
         progress: Called with a :class:`GarbageCollectionProgress` as the run advances.
 
-    Which references protect an object of slot ``S`` (prefix ``P``): those whose ``storage_key`` is
-    ``S`` and whose location lies inside ``P``, whatever backend name they carry (a backend renamed in
-    the configuration must not make its files look orphaned); and, for the same reason, those of a
-    ``storage_key`` the manager no longer knows, if their location lies inside ``P``. A reference of
-    another configured slot never protects, nor condemns, anything in ``S``.
+    Which references protect an object of slot ``S`` in a location listed (prefix ``P``): those
+    whose ``storage_key`` is ``S`` and whose location lies inside ``P``, whatever backend name they
+    carry (a backend renamed in the configuration must not make its files look orphaned); for the
+    same reason, those of a ``storage_key`` the manager no longer knows, if their location lies
+    inside ``P``; and every row that could not be loaded whose location lies inside ``P``. A
+    reference of another configured slot neither protects nor condemns anything in ``S``'s current
+    location; in a previous location, where slots may once have shared a prefix, it protects.
+    The 0.1.0 area that a slot without ``key_prefix`` reads is never listed.
     """
 
     def __init__(
@@ -236,6 +271,7 @@ class StorageGarbageCollector:
         dry_run: bool = True,
         min_age: timedelta | None = None,
         remove_incomplete_uploads: bool = False,
+        previous_locations: bool = False,
     ) -> GarbageCollectionReport:
         """Collect the slot ``storage_key``: report its orphans, and unless ``dry_run``, delete them.
 
@@ -248,6 +284,10 @@ class StorageGarbageCollector:
                 its backend (:meth:`~granite_storage.StorageBackend.remove_incomplete_uploads`
                 under the slot's prefix), if older than ``min_age``: an upload into this slot
                 running longer than ``min_age`` is aborted. Ignored in a dry run.
+            previous_locations: Also list the slot's previous locations and collect their orphans.
+                A previous location that overlaps another slot's location (current or previous) on
+                the same backend is skipped, and said so in ``report.skipped_locations``: its
+                objects may be the other slot's. Referenced objects are kept wherever they live.
 
         A failure to delete one object is recorded in the report and the run goes on. Anything that
         makes the run's picture unreliable raises before a single object is deleted, or stops the
@@ -270,9 +310,10 @@ class StorageGarbageCollector:
         clock = time.perf_counter()
         policy = self.manager.policy(storage_key)  # checks the slot does not overlap another one
         backend = self.manager.backend(policy.backend_key)
-        run = _Run(self, policy)
+        run = _Run(self, policy, previous_locations=previous_locations)
         run.read_references()
-        run.scan(backend, cutoff=started_at - grace, dry_run=dry_run)
+        for location in run.listed_locations():
+            run.scan(location, cutoff=started_at - grace, dry_run=dry_run)
         removed = None
         if remove_incomplete_uploads and not dry_run:
             removed = backend.remove_incomplete_uploads(older_than=grace, prefix=policy.prefix)
@@ -295,6 +336,9 @@ class StorageGarbageCollector:
             orphan_sample=tuple(run.orphan_sample),
             failures=tuple(run.failures),
             incomplete_uploads_removed=removed,
+            invalid_references=run.invalid_references,
+            locations=tuple(run.listed),
+            skipped_locations=tuple(run.skipped.values()),
         )
         logger.info(
             "garbage collection of %r (%s): %d scanned, %d referenced, %d too young, %d orphaned, "
@@ -314,25 +358,36 @@ class StorageGarbageCollector:
 class _Run:
     """The state of one collection: counters, the referenced keys, the pending batch."""
 
-    def __init__(self, collector: StorageGarbageCollector, policy: StoragePolicy) -> None:
+    def __init__(
+        self, collector: StorageGarbageCollector, policy: StoragePolicy, *, previous_locations: bool
+    ) -> None:
         self.collector = collector
         self.policy = policy
         self.storage_key = policy.storage_key
-        self.prefix = policy.prefix
-        self._folded_prefix = policy.prefix.casefold()
+        self.candidates = policy.locations if previous_locations else (policy.location,)
+        self._folded = [_folded_prefix(location) for location in self.candidates]
         self.keys = _KeyDigests()
-        self.references = self.ignored_references = self.read = 0
+        self.references = self.ignored_references = self.invalid_references = self.read = 0
         self.scanned = self.referenced = self.too_young = self.orphaned = 0
         self.deleted = self.failed = 0
         self.orphan_sample: list[str] = []
         self.failures: list[GarbageCollectionFailure] = []
+        self.listed: list[StorageLocation] = []
+        self.skipped: dict[StorageLocation, SkippedLocation] = {}
         self._policies: dict[str, StoragePolicy | None] = {policy.storage_key: policy}
+        for other in collector.manager.policies.values():
+            if other.storage_key != self.storage_key:
+                self._skip_overlaps(other)
 
     def read_references(self) -> None:
         for source in self.collector.sources:
             for ref in source():
                 self.read += 1
-                if self._protects(ref):
+                if isinstance(ref, InvalidStoredObjectRef):
+                    self.invalid_references += 1
+                    if self._within(ref.location):  # err on keeping what it may name
+                        self.keys.add(ref.location)
+                elif self._protects(ref):
                     self.keys.add(ref.location)
                     self.references += 1
                 else:
@@ -342,14 +397,44 @@ class _Run:
         self.keys.freeze()
         self.report_progress("references")
 
-    def scan(self, backend: StorageBackend, *, cutoff: datetime, dry_run: bool) -> None:
+    def listed_locations(self) -> list[StorageLocation]:
+        """The locations to list, in order; a previous one inside one listed before is skipped."""
+        for location in self.candidates:
+            if location in self.skipped:
+                continue
+            covering = next(
+                (
+                    earlier
+                    for earlier in self.listed
+                    if earlier.backend == location.backend and _within_location(location, earlier)
+                ),
+                None,
+            )
+            if covering is not None:
+                reason = f"it lies inside {covering.backend!r} / {covering.prefix!r}, listed already"
+                self.skipped[location] = SkippedLocation(location, reason)
+                continue
+            self.listed.append(location)
+        return self.listed
+
+    def scan(self, location: StorageLocation, *, cutoff: datetime, dry_run: bool) -> None:
+        backend = self.collector.manager.backend(location.backend)
+        prefix = _prefix(location)
+        # Keys of a location listed before, which this one contains, were judged there already.
+        earlier = [
+            _prefix(other)
+            for other in self.listed[: self.listed.index(location)]
+            if other.backend == location.backend
+        ]
         batch: list[str] = []
-        for info in backend.list(self.prefix):
+        for info in backend.list(prefix):
             key = info.key
-            if not is_within_prefix(key, self.prefix):
+            if not is_within_prefix(key, prefix):
                 # A backend that matches prefixes by characters, not segments, would list "docs2/x"
                 # for "docs"; such a key is never this slot's to delete.
-                logger.warning("backend %r listed %r under the prefix %r; skipped", backend, key, self.prefix)
+                logger.warning("backend %r listed %r under the prefix %r; skipped", backend, key, prefix)
+                continue
+            if any(is_within_prefix(key, other) for other in earlier):
                 continue
             self.scanned += 1
             if key in self.keys:
@@ -389,29 +474,58 @@ class _Run:
                 GarbageCollectionProgress(phase, self.read, self.scanned, self.orphaned, self.deleted)
             )
 
+    def _within(self, location: str) -> list[int]:
+        """The indexes of the candidate locations ``location`` lies in (case-insensitively).
+
+        Keys are compared whatever backend a reference names (see the collector's docstring), so a
+        location may lie in several.
+        """
+        folded = location.casefold()
+        return [index for index, prefix in enumerate(self._folded) if is_within_prefix(folded, prefix)]
+
     def _protects(self, ref: StoredObjectRef) -> bool:
         """Whether ``ref`` keeps an object of this slot alive (see the collector's docstring)."""
         if not isinstance(ref, StoredObjectRef):
             raise TypeError(f"a reference source yielded {type(ref).__name__}, not a StoredObjectRef")
         # Not validate_key(): an unsafe location can never equal a listed key, and the backend
         # validates every key it is asked to delete (a million calls would cost seconds).
-        if not is_within_prefix(ref.location.casefold(), self._folded_prefix):
-            return False  # (case-insensitively, as keys are matched: see _KeyDigests)
+        indexes = self._within(ref.location)  # (case-insensitively, as keys are matched: see _KeyDigests)
+        if not indexes:
+            return False
         if ref.storage_key == self.storage_key:
             return True
         other = self._policy_of(ref.storage_key)
         if other is None:
             return True  # a slot the manager no longer knows: keep what it may still own
-        if other.backend_key == self.policy.backend_key and prefixes_overlap(other.prefix, self.prefix):
-            # The manager refuses overlapping static slots, and a plugin's slot that overlaps a
-            # static one; two slots a plugin resolves are only found out here, by their rows.
-            raise ConfigurationError(
-                f"storage keys {self.storage_key!r} and {other.storage_key!r} share backend "
-                f"{other.backend_key!r} with overlapping key prefixes {self.prefix!r} and "
-                f"{other.prefix!r}; collecting one could delete the other's objects, so nothing was"
-                " deleted"
-            )
-        return False  # a row of another slot pointing here (tampered with): neither keeps nor condemns
+        # The manager refuses overlapping static slots, and a plugin's slot that overlaps a static
+        # one; two slots a plugin resolves are only found out here, by their rows.
+        self._skip_overlaps(other)
+        # A row of another slot pointing here: tampered with in the slot's own namespace, where it
+        # neither keeps nor condemns; in a previous location, once perhaps shared, it keeps.
+        return indexes[-1] > 0
+
+    def _skip_overlaps(self, other: StoragePolicy) -> None:
+        """Skip each previous location overlapping a location of ``other``; refuse if the current one does."""
+        for index, location in enumerate(self.candidates):
+            for theirs in other.locations:
+                if theirs.backend != location.backend or not prefixes_overlap(
+                    _prefix(theirs), _prefix(location)
+                ):
+                    continue
+                if index == 0:
+                    raise ConfigurationError(
+                        f"storage keys {self.storage_key!r} and {other.storage_key!r} share backend "
+                        f"{location.backend!r} with overlapping key prefixes {location.prefix!r} and "
+                        f"{theirs.prefix!r}; collecting one could delete the other's objects, so nothing "
+                        "was deleted"
+                    )
+                if location not in self.skipped:
+                    reason = (
+                        f"it overlaps {theirs.backend!r} / {theirs.prefix!r}, a location of storage key "
+                        f"{other.storage_key!r}"
+                    )
+                    self.skipped[location] = SkippedLocation(location, reason)
+                    logger.warning("not collecting %r / %r: %s", location.backend, location.prefix, reason)
 
     def _policy_of(self, storage_key: str) -> StoragePolicy | None:
         if storage_key not in self._policies:
@@ -419,13 +533,26 @@ class _Run:
                 self._policies[storage_key] = self.collector.manager.policy(storage_key)
             except ConfigurationError:
                 logger.warning(
-                    "references name the storage key %r, which has no policy; those inside the prefix "
-                    "%r keep their objects",
+                    "references name the storage key %r, which has no policy; those inside the "
+                    "locations of %r keep their objects",
                     storage_key,
-                    self.prefix,
+                    self.storage_key,
                 )
                 self._policies[storage_key] = None
         return self._policies[storage_key]
+
+
+def _prefix(location: StorageLocation) -> str:
+    assert location.prefix is not None, "policy.locations resolves every prefix"
+    return location.prefix
+
+
+def _folded_prefix(location: StorageLocation) -> str:
+    return _prefix(location).casefold()
+
+
+def _within_location(inner: StorageLocation, outer: StorageLocation) -> bool:
+    return _prefix(inner) == _prefix(outer) or is_within_prefix(_prefix(inner), _prefix(outer))
 
 
 class _KeyDigests:

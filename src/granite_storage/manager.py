@@ -22,12 +22,13 @@ from granite_storage.errors import (
     InvalidKeyError,
     InvalidMetadataError,
     InvalidReferenceError,
+    UnverifiableReferenceError,
 )
 from granite_storage.headers import check_content_type, content_disposition
 from granite_storage.keys import build_object_key, is_within_prefix, prefixes_overlap, validate_key
 from granite_storage.plugins import PluginHost, default_plugin_host
 from granite_storage.policy import StorageLocation, StoragePolicy
-from granite_storage.refs import StoredObjectRef
+from granite_storage.refs import InvalidStoredObjectRef, StoredObjectRef
 from granite_storage.streams import DEFAULT_CHUNK_SIZE, HashingReader, Readable, SizeLimitedStream
 
 __all__ = ["StorageManager"]
@@ -322,17 +323,23 @@ class StorageManager:
         """Whether the stored object still matches the reference's size and sha256 checksum.
 
         The object is read in full, in chunks (memory stays flat), and its checksum computed afresh:
-        this finds an object that was truncated, replaced or corrupted after it was stored.
+        this finds an object that was truncated, replaced or corrupted after it was stored. It never
+        answers ``True`` without having compared a sha256.
 
         Raises:
             ObjectNotFoundError: the object does not exist (also a ``FileNotFoundError``).
-            InvalidReferenceError: the reference carries no sha256 checksum to compare with.
+            UnverifiableReferenceError: the reference carries no sha256 checksum to compare with
+                (``None``, ``""`` as 0.1.0 allowed, another algorithm): the library cannot verify
+                it. The object still reads. A subclass of ``InvalidReferenceError``.
+            InvalidReferenceError, InvalidKeyError: the reference fails the checks of
+                :meth:`location_of`.
         """
+        self._resolve(ref)
         expected = ref.sha256
         if expected is None:
-            raise InvalidReferenceError(
-                f"the reference to {ref.location!r} has no sha256 checksum to verify against "
-                f"(checksum: {ref.checksum!r})"
+            raise UnverifiableReferenceError(
+                f"cannot verify the object at {ref.location!r}: its reference has no sha256 checksum "
+                f"to compare with (checksum: {ref.checksum!r})"
             )
         digest, size = hashlib.sha256(), 0
         with self.open(ref) as stream:
@@ -439,6 +446,8 @@ class StorageManager:
     def _resolve(self, ref: StoredObjectRef) -> tuple[StorageLocation, str]:
         if not isinstance(ref, StoredObjectRef):
             raise TypeError(f"expected a StoredObjectRef, got {type(ref).__name__}")
+        if isinstance(ref, InvalidStoredObjectRef):  # a row that could not be loaded
+            raise ref.error
         key = validate_key(ref.location)
         policy = self.policy(ref.storage_key)
         backend = self._backend_of(ref, key, policy)

@@ -10,7 +10,12 @@ import pytest
 from sqlalchemy import Engine, bindparam, insert, select, text
 from sqlalchemy.orm import Session
 
-from granite_storage import InvalidReferenceError, StoredObjectRef, StoredObjectRefType
+from granite_storage import (
+    InvalidReferenceError,
+    InvalidStoredObjectRef,
+    StoredObjectRef,
+    StoredObjectRefType,
+)
 
 from .models import Document
 
@@ -128,10 +133,17 @@ def test_a_json_null_written_by_0_1_0_loads_as_none(engine: Engine) -> None:
         assert loaded._file_ref is None
 
 
-def test_a_row_that_is_not_a_reference_is_a_clear_error(engine: Engine) -> None:
+def test_a_row_that_is_not_a_reference_loads_as_one_that_raises_a_clear_error_when_used(
+    engine: Engine,
+) -> None:
     doc_id = insert_raw(engine, json.dumps({"location": "x"}))
-    with Session(engine) as session, pytest.raises(InvalidReferenceError, match="storage_key"):
-        session.get(Document, doc_id)
+    with Session(engine) as session:
+        doc = session.get(Document, doc_id)
+        assert doc is not None
+        assert isinstance(doc._file_ref, InvalidStoredObjectRef)
+        assert doc._file_ref.data == {"location": "x"}
+        with pytest.raises(InvalidReferenceError, match="storage_key"):
+            raise doc._file_ref.error
 
 
 def test_binding_something_else_is_a_type_error(engine: Engine) -> None:

@@ -221,6 +221,13 @@ def _output_options(command: Callable[..., None]) -> Callable[..., None]:
     is_flag=True,
     help="With --delete, also remove leftovers of interrupted uploads into the slot older than --min-age.",
 )
+@click.option(
+    "--previous-locations",
+    is_flag=True,
+    help="Also collect orphans in the slot's previous locations (except one that overlaps another "
+    "slot's location on the same backend: skipped, and said so). Referenced objects are kept wherever "
+    "they live.",
+)
 @click.option("--batch-size", type=click.IntRange(min=1), default=DEFAULT_BATCH_SIZE, show_default=True)
 @click.option(
     "--sample",
@@ -242,6 +249,7 @@ def gc(
     delete: bool,
     min_age: timedelta,
     remove_incomplete_uploads: bool,
+    previous_locations: bool,
     batch_size: int,
     sample_size: int,
     as_json: bool,
@@ -283,7 +291,10 @@ def gc(
                 progress=display.update,
             )
             report = collector.collect(
-                storage_key, dry_run=not delete, remove_incomplete_uploads=remove_incomplete_uploads
+                storage_key,
+                dry_run=not delete,
+                remove_incomplete_uploads=remove_incomplete_uploads,
+                previous_locations=previous_locations,
             )
     except click.ClickException:
         raise
@@ -611,9 +622,11 @@ def _echo_report(report: GarbageCollectionReport) -> None:
     click.echo(f"Garbage collection of {report.storage_key!r}: {mode}")
     rows = [
         ("backend / prefix", f"{report.backend} / {report.prefix}/"),
+        *(("previous location", f"{loc.backend} / {loc.prefix}/") for loc in report.locations[1:]),
         ("grace period", _format_duration(report.min_age)),
         ("references of the slot", f"{report.references:,}"),
         ("references ignored", f"{report.ignored_references:,}"),
+        ("unreadable rows", f"{report.invalid_references:,}"),
         ("objects scanned", f"{report.scanned:,}"),
         ("referenced", f"{report.referenced:,}"),
         ("too young, kept", f"{report.skipped_too_young:,}"),
@@ -625,6 +638,9 @@ def _echo_report(report: GarbageCollectionReport) -> None:
         rows.append(("incomplete uploads removed", f"{report.incomplete_uploads_removed:,}"))
     rows.append(("duration", f"{report.duration.total_seconds():.1f} s"))
     _echo_table(None, rows)
+    for skipped in report.skipped_locations:
+        location = skipped.location
+        click.echo(f"\nnot collected: {location.backend} / {location.prefix}/: {skipped.reason}")
     if report.orphan_sample:
         verb = "would delete" if report.dry_run else "orphans"
         shown = len(report.orphan_sample)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from sqlalchemy import JSON
@@ -10,9 +11,11 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
 from granite_storage.errors import InvalidReferenceError
-from granite_storage.refs import StoredObjectRef
+from granite_storage.refs import InvalidStoredObjectRef, StoredObjectRef
 
 __all__ = ["StoredObjectRefType", "portable_storage_ref_type"]
+
+logger = logging.getLogger(__name__)
 
 
 def portable_storage_ref_type() -> TypeEngine[Any]:
@@ -37,9 +40,15 @@ class StoredObjectRefType(TypeDecorator[StoredObjectRef]):
     References are immutable values: assigning a new one (or ``None``) is an ordinary attribute
     change the session detects and flushes.
 
+    Loading never raises. A row whose JSON is not a valid reference (see
+    :meth:`StoredObjectRef.from_dict <granite_storage.StoredObjectRef.from_dict>`) loads as an
+    :class:`~granite_storage.InvalidStoredObjectRef`, which raises
+    :class:`~granite_storage.InvalidReferenceError` when the manager is asked to use it: one hostile
+    row fails alone, and the others of a query still load. A warning is logged for each such row.
+
     Raises:
         TypeError: binding a value that is neither a ``StoredObjectRef`` nor ``None``.
-        InvalidReferenceError: loading a row whose JSON is not a valid reference.
+        InvalidReferenceError: binding an :class:`~granite_storage.InvalidStoredObjectRef`.
     """
 
     impl = JSON(none_as_null=True)
@@ -57,15 +66,22 @@ class StoredObjectRefType(TypeDecorator[StoredObjectRef]):
             return None
         if not isinstance(value, StoredObjectRef):
             raise TypeError(f"a StoredObjectRefType column takes a StoredObjectRef, got {value!r}")
-        return value.to_dict()
+        return value.to_dict()  # an InvalidStoredObjectRef raises InvalidReferenceError here
 
     def process_result_value(self, value: Any, dialect: Dialect) -> StoredObjectRef | None:
-        """Turn the stored JSON back into a reference (SQL ``NULL`` and JSON ``null`` into ``None``)."""
+        """Turn the stored JSON back into a reference (SQL ``NULL`` and JSON ``null`` into ``None``).
+
+        JSON that is not a valid reference becomes an :class:`~granite_storage.InvalidStoredObjectRef`.
+        """
         if value is None:
             return None
-        if isinstance(value, str | bytes):
-            raise InvalidReferenceError(f"a stored reference must be a JSON object, got {value!r}")
-        return StoredObjectRef.from_dict(value)
+        try:
+            if isinstance(value, str | bytes):
+                raise InvalidReferenceError(f"a stored reference must be a JSON object, got {value!r}")
+            return StoredObjectRef.from_dict(value)
+        except InvalidReferenceError as exc:
+            logger.warning("a row holds a stored reference that cannot be used: %s", exc)
+            return InvalidStoredObjectRef.of(value, str(exc))
 
     @property
     def python_type(self) -> type[StoredObjectRef]:
