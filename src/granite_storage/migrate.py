@@ -38,6 +38,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+import sqlalchemy
+
 from granite_storage.errors import (
     ContentTooLargeError,
     InvalidKeyError,
@@ -53,8 +55,6 @@ from granite_storage.manager import StorageManager
 from granite_storage.policy import StorageLocation, StoragePolicy
 from granite_storage.refs import StoredObjectRef
 from granite_storage.streams import DEFAULT_CHUNK_SIZE, HashingReader, SizeLimitedStream
-
-from sqlalchemy import Engine
 
 if TYPE_CHECKING:
     from sqlalchemy import Column, Table
@@ -314,7 +314,7 @@ class StorageMigrator:
         self,
         *,
         manager: StorageManager,
-        engine: Engine,
+        engine: sqlalchemy.Engine,
         columns: Sequence[tuple[type[Any], str]],
         references: Sequence[ReferenceSource] = (),
         workers: int = DEFAULT_WORKERS,
