@@ -131,9 +131,7 @@ def store_documents(engine: Engine, manager: StorageManager, contents: list[byte
 def references(engine: Engine) -> dict[uuid.UUID, StoredObjectRef]:
     with Session(engine) as session:
         return {
-            row.id: row._file_ref
-            for row in session.scalars(select(Document))
-            if row._file_ref is not None  # type: ignore[attr-defined]
+            row.id: row._file_ref for row in session.scalars(select(Document)) if row._file_ref is not None
         }
 
 
@@ -365,7 +363,7 @@ def test_a_010_layout_moves_into_the_slots_prefix(
 ) -> None:
     files = LocalStorageBackend(tmp_path / "files")
     rows, contents = [], {}
-    for index, checksum in enumerate(["sha256", "md5:0123abcd"]):  # 0.1.0 accepted any checksum string
+    for index, checksum in enumerate(["sha256", "md5:0123abcd", ""]):  # 0.1.0 accepted any checksum string
         row_id = uuid.uuid4()
         content = f"0.1.0 content {index}".encode()
         location = f"document/{row_id}-1a2b3c4{index}.pdf"
@@ -401,7 +399,7 @@ def test_a_010_layout_moves_into_the_slots_prefix(
     report = migrator(manager, tables).migrate("documents", dry_run=False, delete_source=True)
 
     assert report.failures == ()
-    assert (report.moved, report.failed, report.checksums_computed, report.sources_deleted) == (2, 0, 1, 2)
+    assert (report.moved, report.failed, report.checksums_computed, report.sources_deleted) == (3, 0, 2, 3)
     assert_every_row_reads(manager, tables, contents)
     refs = references(tables)
     for row_id, ref in refs.items():
@@ -450,7 +448,7 @@ def test_rows_the_application_changes_during_the_run_are_left_alone_and_reported
             document.set_content(b"new content", filename="new.pdf")
             session.commit()
         with tables.begin() as connection:
-            connection.execute(delete(Document.__table__).where(Document.__table__.c.id == removed))
+            connection.execute(delete(Document).where(Document.id == removed))
 
     new = _WritingMeanwhile(tmp_path / "new", application_writes)
     manager = moved_manager(old, new)
@@ -469,8 +467,8 @@ def test_rows_the_application_changes_during_the_run_are_left_alone_and_reported
 # -- many objects -----------------------------------------------------------------------------------------
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("engine", ["sqlite", "postgresql"], indirect=True)
+@pytest.mark.slow  # about 100 s on a 2-CPU machine; PostgreSQL's rewrites are covered by the tests above
+@pytest.mark.parametrize("engine", ["sqlite"], indirect=True)
 def test_ten_thousand_small_objects_and_a_few_large_ones_move_to_s3(
     tables: Engine, tmp_path: Path, bucket: StorageBackend
 ) -> None:
@@ -514,6 +512,7 @@ def test_ten_thousand_small_objects_and_a_few_large_ones_move_to_s3(
         if ref.size > MIB:
             assert manager.get(ref) == contents[by_title[row_id]]
     assert keys(disk) == set()
+    assert bucket.delete_many(sorted(keys(bucket))) == {}  # 1,000 keys a request, not one
 
 
 # -- killed, and run again --------------------------------------------------------------------------------
