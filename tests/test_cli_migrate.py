@@ -23,28 +23,7 @@ from granite_storage import StorageManager, StoredObjectRef
 from granite_storage.cli import EXIT_FAILURES, EXIT_OK, EXIT_USAGE
 from granite_storage.cli._commands import cli
 
-MODELS = """
-    import uuid
-
-    from sqlalchemy import String
-    from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
-
-    from granite_storage import StoredContentMixin, StoredObjectRef, StoredObjectRefType
-
-
-    class Base(DeclarativeBase):
-        pass
-
-
-    class Document(StoredContentMixin, Base):
-        __tablename__ = "document"
-        __stored_content_field_name__ = "_file_ref"
-        __stored_content_storage_key__ = "documents"
-
-        id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
-        title: Mapped[str] = mapped_column(String(200))
-        _file_ref: Mapped[StoredObjectRef | None] = mapped_column(StoredObjectRefType(), nullable=True)
-"""
+from .test_cli import MODELS  # the application gc's tests use
 
 BEFORE = """
     [backends.old]

@@ -266,7 +266,6 @@ def gc(
       granite-storage gc --config storage.toml --database-url postgresql://db/app \\
           --storage-key documents --model app.models:Document --field _file_ref --delete
     """  # noqa: D301 - "\b" is click's marker that keeps the example's lines as they are
-    from sqlalchemy.exc import SQLAlchemyError
     from sqlalchemy.orm import Session
 
     if not models and not reference_callables:
@@ -298,19 +297,12 @@ def gc(
             )
     except click.ClickException:
         raise
-    except (StorageError, SQLAlchemyError) as exc:
-        raise _RunStopped(f"the run stopped, nothing more was deleted: {exc}") from exc
-    except Exception as exc:  # a --references callable of the application's, or a backend, broke
-        raise _RunStopped(f"the run stopped, nothing more was deleted: {type(exc).__name__}: {exc}") from exc
+    except Exception as exc:
+        raise _stopped(exc, "nothing more was deleted") from exc
     finally:
         display.finish()
         engine.dispose()
-    if as_json:
-        click.echo(json.dumps(report.to_dict(), indent=2))
-    else:
-        _echo_report(report)
-    if not report.ok:
-        raise SystemExit(EXIT_FAILURES)
+    _conclude(report, as_json=as_json, echo=_echo_report)
 
 
 @cli.command()
@@ -380,7 +372,6 @@ def migrate(
           --storage-key documents --model app.models:Document --field _file_ref --apply
     """  # noqa: D301 - "\b" is click's marker that keeps the example's lines as they are
     from sqlalchemy import create_engine
-    from sqlalchemy.exc import SQLAlchemyError
     from sqlalchemy.orm import Session
 
     from granite_storage.migrate import StorageMigrator
@@ -407,19 +398,32 @@ def migrate(
             report = migrator.migrate(storage_key, dry_run=not apply, delete_source=delete_source)
     except click.ClickException:
         raise
-    except (StorageError, SQLAlchemyError) as exc:
-        raise _RunStopped(f"the run stopped; what was committed stays, run it again: {exc}") from exc
-    except Exception as exc:  # a --references callable of the application's, or a backend, broke
-        raise _RunStopped(
-            f"the run stopped; what was committed stays, run it again: {type(exc).__name__}: {exc}"
-        ) from exc
+    except Exception as exc:
+        raise _stopped(exc, "what was committed stays; run it again") from exc
     finally:
         display.finish()
         engine.dispose()
+    _conclude(report, as_json=as_json, echo=_echo_migration_report)
+
+
+def _stopped(exc: Exception, what_stays: str) -> _RunStopped:
+    """The error, exit status 3, of a run that stopped on ``exc``; the message says ``what_stays``."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    if isinstance(exc, StorageError | SQLAlchemyError):
+        return _RunStopped(f"the run stopped, {what_stays}: {exc}")
+    # a --references callable of the application's, or a backend, broke
+    return _RunStopped(f"the run stopped, {what_stays}: {type(exc).__name__}: {exc}")
+
+
+def _conclude(
+    report: GarbageCollectionReport | MigrationReport, *, as_json: bool, echo: Callable[[Any], None]
+) -> None:
+    """Print ``report`` (as JSON, or with ``echo``); exit with status 1 unless it is ok."""
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))
     else:
-        _echo_migration_report(report)
+        echo(report)
     if not report.ok:
         raise SystemExit(EXIT_FAILURES)
 
