@@ -74,11 +74,11 @@ def _parse_duration(ctx: click.Context, param: click.Parameter, value: str) -> t
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(package_name="granite-storage", prog_name="granite-storage")
 def cli() -> None:
-    """Operate granite-storage: list installed backends, collect orphaned objects.
+    """Operate granite-storage: list installed backends, collect orphaned objects, migrate a slot.
 
-    Exit status: 0 success; 1 some objects could not be deleted (plugins: a plugin failed to
-    load); 2 usage or configuration error, nothing deleted; 3 the run stopped on a database or
-    storage error.
+    Exit status: 0 success; 1 some objects could not be deleted or moved (plugins: a plugin failed
+    to load); 2 usage or configuration error, nothing deleted or moved; 3 the run stopped on a
+    database or storage error.
     """
 
 
