@@ -271,7 +271,8 @@ class StorageManager:
             ValueError: ``start`` is negative or ``end`` is before ``start``.
             InvalidKeyError: the reference's location is unsafe or outside its slot's prefix (e.g.
                 tampered with in the database).
-            InvalidReferenceError: the reference names a backend other than its slot's.
+            InvalidReferenceError: the reference names a backend none of its slot's locations use, or
+                a row that could not be loaded (:class:`~granite_storage.InvalidStoredObjectRef`).
             ConfigurationError: the reference names a slot this manager does not have.
         """
         check_range(start, end)

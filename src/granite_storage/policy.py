@@ -141,7 +141,7 @@ class StoragePolicy:
 
     @property
     def location(self) -> StorageLocation:
-        """The current location, where new objects go: ``StorageLocation(backend_key, prefix)``."""
+        """The slot's current location, ``StorageLocation(backend_key, prefix)``; new objects go there."""
         return StorageLocation(self.backend_key, self.prefix)
 
     @property
