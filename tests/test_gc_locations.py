@@ -33,6 +33,8 @@ from granite_storage.cli._commands import cli
 from granite_storage.gc import GarbageCollectionReport, SkippedLocation
 from granite_storage_local import LocalStorageBackend
 
+from .test_cli import MODELS
+
 DAY = 24 * 3600
 
 
@@ -192,21 +194,23 @@ def test_a_row_of_another_slot_naming_an_object_in_a_previous_location_keeps_it(
     assert after.exists(shared)
 
 
+def nested(
+    backends: dict[str, LocalStorageBackend], host: PluginHost, *, prefix: str, previous: str
+) -> StorageManager:
+    """``documents`` on ``new`` with prefix ``prefix``, and ``previous`` on ``new`` as a previous location."""
+    policy = StoragePolicy(
+        "documents",
+        backend_key="new",
+        key_prefix=prefix,
+        previous_locations=[StorageLocation("new", previous)],
+    )
+    return StorageManager(backends=backends, policies={"documents": policy}, plugins=host)
+
+
 def test_a_previous_location_inside_the_current_one_is_listed_once(
     backends: dict[str, LocalStorageBackend], empty_host: PluginHost
 ) -> None:
-    manager = StorageManager(
-        backends=backends,
-        policies={
-            "documents": StoragePolicy(
-                "documents",
-                backend_key="new",
-                key_prefix="docs",
-                previous_locations=[StorageLocation("new", "docs/2024")],
-            )
-        },
-        plugins=empty_host,
-    )
+    manager = nested(backends, empty_host, prefix="docs", previous="docs/2024")
     orphan = store(manager, "documents", backend="new")
     report = collect(manager, [], previous_locations=True)
     assert report.skipped_locations == (
@@ -219,18 +223,7 @@ def test_a_previous_location_inside_the_current_one_is_listed_once(
 def test_a_previous_location_containing_the_current_one_judges_each_object_once(
     backends: dict[str, LocalStorageBackend], empty_host: PluginHost
 ) -> None:
-    manager = StorageManager(
-        backends=backends,
-        policies={
-            "documents": StoragePolicy(
-                "documents",
-                backend_key="new",
-                key_prefix="all/docs",
-                previous_locations=[StorageLocation("new", "all")],
-            )
-        },
-        plugins=empty_host,
-    )
+    manager = nested(backends, empty_host, prefix="all/docs", previous="all")
     kept = store(manager, "documents", backend="new")
     old = StoredObjectRef(storage_key="documents", backend="new", location="all/old.bin", size=1)
     backends["new"].put(old.location, io.BytesIO(b"x"))
@@ -267,29 +260,6 @@ def test_the_0_1_0_area_is_never_collected(tmp_path: Path, empty_host: PluginHos
 
 
 # -- the command ----------------------------------------------------------------------------------------
-
-MODELS = """
-    import uuid
-
-    from sqlalchemy import String
-    from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
-
-    from granite_storage import StoredContentMixin, StoredObjectRef, StoredObjectRefType
-
-
-    class Base(DeclarativeBase):
-        pass
-
-
-    class Document(StoredContentMixin, Base):
-        __tablename__ = "document"
-        __stored_content_field_name__ = "_file_ref"
-        __stored_content_storage_key__ = "documents"
-
-        id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
-        title: Mapped[str] = mapped_column(String(200))
-        _file_ref: Mapped[StoredObjectRef | None] = mapped_column(StoredObjectRefType(), nullable=True)
-"""
 
 CONFIG = """
     [backends.old]

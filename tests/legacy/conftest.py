@@ -28,14 +28,15 @@ from botocore.exceptions import ClientError
 from sqlalchemy import Engine, create_engine, text
 
 from granite_storage import StorageBackend, StorageManager, StoragePolicy
+from granite_storage.backends.local import LocalStorageBackend  # the seed's import paths
+from granite_storage.backends.s3 import S3StorageBackend
 
-from ..fastapi.conftest import ROOT, load_module
+from ..fastapi.conftest import s3_servers  # the S3 plugin's conftest, loaded as a module
 from ..orm.conftest import _drop_scratch_databases, server_engine  # the fixture drops the scratch database
 from .models import Base
 
 FIXTURES = Path(__file__).resolve().parent / "v010"
 
-s3_servers = load_module("granite_s3_test_servers", ROOT / "plugins/granite_storage_s3/tests/conftest.py")
 real_s3 = s3_servers.real_s3
 moto_s3 = s3_servers.moto_s3
 
@@ -153,8 +154,6 @@ def legacy(
     if server == "disk":
         root = tmp_path / "storage"
         shutil.copytree(data.directory / "storage", root)
-        from granite_storage.backends.local import LocalStorageBackend
-
         yield LegacyStore(
             data,
             server,
@@ -170,7 +169,6 @@ def legacy(
     bucket = f"v010-{secrets.token_hex(6)}"
     load_bucket(client, bucket, data.directory)
     prefix = options["prefix"]
-    from granite_storage.backends.s3 import S3StorageBackend
 
     def is_stored(location: str) -> bool:
         try:

@@ -12,7 +12,7 @@ import contextlib
 import hashlib
 import json
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import timedelta
 from typing import Any
 
@@ -69,8 +69,8 @@ def referenced(legacy: LegacyStore, storage_key: str | None = None) -> list[dict
 
 def read_problems(
     manager: StorageManager,
-    refs: dict[str, StoredObjectRef | None],
-    expected: dict[str, dict[str, Any] | None],
+    refs: Mapping[str, StoredObjectRef | None],
+    expected: Mapping[str, Mapping[str, Any] | None],
 ) -> list[str]:
     """What differs from ``expected`` when reading each reference with ``get`` and ``open``."""
     problems = []
@@ -280,7 +280,9 @@ def test_a_forged_row_never_reaches_another_slots_objects(legacy: LegacyStore, d
     for number, location in enumerate(targets["avatars"], start=900):
         insert_raw_row(database, "users", number, v010_reference(legacy, "avatars", location))
     for number, location in enumerate(targets["documents"]):
-        doc_id = uuid.UUID(int=number + 1)  # SQLAlchemy keeps a UUID in SQLite as 32 hex digits
+        # SQLAlchemy keeps a UUID in SQLite as 32 hex digits; letters among them keep SQLite from
+        # reading them as a number (the column's declared type UUID has numeric affinity).
+        doc_id = uuid.UUID(f"f0f0f0f0-0000-4000-8000-{number:012d}")
         row_id = str(doc_id) if database.dialect.name == "postgresql" else doc_id.hex
         insert_raw_row(database, "document", row_id, v010_reference(legacy, "documents", location))
 

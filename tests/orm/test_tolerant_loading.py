@@ -7,13 +7,12 @@ import io
 import json
 import os
 import time
-import uuid
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, bindparam, select, text
+from sqlalchemy import Engine, select
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
@@ -33,6 +32,7 @@ from granite_storage import (
 from granite_storage_local import LocalStorageBackend
 
 from .models import Document
+from .test_types import insert_raw
 
 pytestmark = pytest.mark.usefixtures("schema")
 
@@ -54,17 +54,6 @@ def row_0_1_0(location: str, **changes: object) -> dict[str, object]:
         "extra": None,
         **changes,
     }
-
-
-def insert_raw(engine: Engine, file_ref_json: str) -> uuid.UUID:
-    """Insert a row with the column's JSON text given verbatim, as another program would."""
-    doc_id = uuid.uuid4()
-    statement = text("INSERT INTO document (id, title, _file_ref) VALUES (:id, 'raw', :file_ref)").bindparams(
-        bindparam("id", type_=Document.__table__.c.id.type)
-    )
-    with engine.begin() as connection:
-        connection.execute(statement, {"id": doc_id, "file_ref": file_ref_json})
-    return doc_id
 
 
 @pytest.fixture

@@ -16,6 +16,7 @@ from granite_storage import (
     StoredObjectRef,
 )
 from granite_storage_local import LocalStorageBackend
+from granite_storage_s3 import S3StorageBackend
 
 from .conftest import S3Server
 
@@ -31,6 +32,18 @@ def store(manager: StorageManager, content: bytes) -> StoredObjectRef:
     )
 
 
+def moved_to_disk(bucket: S3StorageBackend, tmp_path: Path, host: PluginHost) -> StorageManager:
+    """``documents`` (prefix ``docs``) moved from ``bucket`` to disk; the bucket is a previous location."""
+    policy = StoragePolicy(
+        "documents", backend_key="disk", key_prefix="docs", previous_locations=[StorageLocation("bucket")]
+    )
+    return StorageManager(
+        backends={"bucket": bucket, "disk": LocalStorageBackend(tmp_path / "disk")},
+        policies={"documents": policy},
+        plugins=host,
+    )
+
+
 def test_a_slot_moved_from_s3_to_local_disk_still_presigns_and_deletes_its_s3_objects(
     real_s3: S3Server, tmp_path: Path
 ) -> None:
@@ -42,18 +55,7 @@ def test_a_slot_moved_from_s3_to_local_disk_still_presigns_and_deletes_its_s3_ob
         plugins=host,
     )
     old_ref = store(before, b"stored on S3")
-    after = StorageManager(
-        backends={"bucket": bucket, "disk": LocalStorageBackend(tmp_path / "disk")},
-        policies={
-            "documents": StoragePolicy(
-                "documents",
-                backend_key="disk",
-                key_prefix="docs",
-                previous_locations=[StorageLocation("bucket")],
-            )
-        },
-        plugins=host,
-    )
+    after = moved_to_disk(bucket, tmp_path, host)
     with urllib.request.urlopen(after.url(old_ref, expires_in=timedelta(minutes=5)), timeout=10) as response:
         assert response.read() == b"stored on S3"
     assert after.get(old_ref) == b"stored on S3"
@@ -110,18 +112,7 @@ def test_collection_of_a_moved_slot_deletes_orphans_in_the_previous_bucket_and_k
         plugins=host,
     )
     kept, orphan = store(before, b"referenced"), store(before, b"orphaned")
-    after = StorageManager(
-        backends={"bucket": bucket, "disk": LocalStorageBackend(tmp_path / "disk")},
-        policies={
-            "documents": StoragePolicy(
-                "documents",
-                backend_key="disk",
-                key_prefix="docs",
-                previous_locations=[StorageLocation("bucket")],
-            )
-        },
-        plugins=host,
-    )
+    after = moved_to_disk(bucket, tmp_path, host)
     gc = StorageGarbageCollector(manager=after, iter_references=lambda: [kept], min_age=timedelta(0))
     assert gc.collect("documents", dry_run=False).scanned == 0  # the current location only: empty
     assert bucket.exists(orphan.location)
