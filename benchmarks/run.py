@@ -52,6 +52,8 @@ DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 #: The S3 backend's defaults (``granite_storage_s3.backend``): scenario 2's memory bound follows them.
 S3_PART_SIZE = 8 * MIB
 S3_MAX_CONCURRENCY = 4
+#: Objects copied at once by both sides of scenario 7 (``granite_storage.migrate.DEFAULT_WORKERS``).
+MIGRATE_WORKERS = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +72,11 @@ class Size:
     gc_s3_objects: tuple[int, ...]
     gc_repetitions: int
     import_repetitions: int
+    #: Scenario 7: small objects of 64 KiB, and large ones of ``migrate_large_bytes``, migrated to S3.
+    migrate_small_objects: int
+    migrate_large_objects: int
+    migrate_large_bytes: int
+    migrate_repetitions: int
 
 
 SIZES = {
@@ -84,6 +91,10 @@ SIZES = {
         gc_s3_objects=(50,),
         gc_repetitions=1,
         import_repetitions=1,
+        migrate_small_objects=20,
+        migrate_large_objects=2,
+        migrate_large_bytes=10 * MIB,
+        migrate_repetitions=1,
     ),
     "quick": Size(
         "quick",
@@ -95,6 +106,10 @@ SIZES = {
         gc_s3_objects=(1_000,),
         gc_repetitions=3,
         import_repetitions=5,
+        migrate_small_objects=1_000,
+        migrate_large_objects=4,
+        migrate_large_bytes=32 * MIB,
+        migrate_repetitions=3,
     ),
     "full": Size(
         "full",
@@ -106,6 +121,10 @@ SIZES = {
         gc_s3_objects=(100_000,),
         gc_repetitions=3,
         import_repetitions=9,
+        migrate_small_objects=10_000,
+        migrate_large_objects=4,
+        migrate_large_bytes=256 * MIB,
+        migrate_repetitions=3,
     ),
 }
 
@@ -239,6 +258,7 @@ def scenarios(size: Size) -> list[Scenario]:
     ]
     rows += orm_scenarios(size)
     rows += gc_scenarios(size)
+    rows += migrate_scenarios(size)
     rows += [
         Scenario(
             6,
@@ -409,6 +429,49 @@ def gc_scenarios(size: Size) -> list[Scenario]:
                     )
                 )
     return rows
+
+
+def migrate_scenarios(size: Size) -> list[Scenario]:
+    """Scenario 7: a slot migrated from local disk to S3 against a bare boto3 copy loop, same workers.
+
+    The measurements are in ``benchmarks/migrate_copy.py``. Each size's files and table are made
+    once (untimed); each measurement writes under an S3 prefix of its own and deletes it afterwards.
+    """
+    workers = MIGRATE_WORKERS
+    rows = []
+    for title, objects, object_bytes, unit, target in (
+        ("small objects", size.migrate_small_objects, 64 * 1024, "files/s", 0.8),
+        ("large objects", size.migrate_large_objects, size.migrate_large_bytes, "MB/s", 0.9),
+    ):
+        rows.append(
+            Scenario(
+                7,
+                f"migrate local -> S3, {objects:,} x {_size_label(object_bytes)}",
+                f"StorageMigrator.migrate of a slot from a local backend (its previous location) to an S3 "
+                f"backend (its defaults) on the real S3 server, {workers} workers: each object streamed, "
+                "checked for size and sha256, every row rewritten in batches on SQLite",
+                candidate="migrate-granite",
+                baseline="migrate-boto3",
+                baseline_title="boto3 copy loop",
+                baseline_description=f"the same files read from disk and sent by {workers} threads with a "
+                "plain boto3 client: put_object under 8 MiB, upload_fileobj (default TransferConfig) above",
+                unit=unit,
+                ratio_target=target,
+                ratio_target_note=title,
+                memory_target_kib=(64 * MIB + workers * S3_PART_SIZE) // 1024,
+                memory_target_note="64 MiB + workers x part size; worst repetition",
+                prepare="migrate-prepare",
+                needs=frozenset({S3}),
+                params={"objects": objects, "object_bytes": object_bytes, "workers": workers},
+                repetitions=size.migrate_repetitions,
+                warm_up=objects * object_bytes < GIB // 2,
+            )
+        )
+    return rows
+
+
+def _size_label(size: int) -> str:
+    return f"{size // MIB} MiB" if size >= MIB else f"{size // 1024} KiB"
 
 
 # -- running -------------------------------------------------------------------------------------------

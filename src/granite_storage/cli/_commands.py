@@ -9,6 +9,7 @@ import re
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import IO, TYPE_CHECKING, Any
 
@@ -24,10 +25,14 @@ from granite_storage.gc import (
     ReferenceSource,
     StorageGarbageCollector,
 )
+from granite_storage.migrate import DEFAULT_MIGRATION_BATCH_SIZE, DEFAULT_WORKERS
 from granite_storage.refs import StoredObjectRef
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
+
+    from granite_storage.manager import StorageManager
+    from granite_storage.migrate import MigrationProgress, MigrationReport
 
 _DURATION_PART = re.compile(r"(\d+)\s*([smhdw])")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -69,11 +74,11 @@ def _parse_duration(ctx: click.Context, param: click.Parameter, value: str) -> t
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(package_name="granite-storage", prog_name="granite-storage")
 def cli() -> None:
-    """Operate granite-storage: list installed backends, collect orphaned objects.
+    """Operate granite-storage: list installed backends, collect orphaned objects, migrate a slot.
 
-    Exit status: 0 success; 1 some objects could not be deleted (plugins: a plugin failed to
-    load); 2 usage or configuration error, nothing deleted; 3 the run stopped on a database or
-    storage error.
+    Exit status: 0 success; 1 some objects could not be deleted or moved (plugins: a plugin failed
+    to load); 2 usage or configuration error, nothing deleted or moved; 3 the run stopped on a
+    database or storage error.
     """
 
 
@@ -132,45 +137,75 @@ def plugins(as_json: bool) -> None:
         raise SystemExit(EXIT_FAILURES)
 
 
+def _slot_options(verb: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """The options ``gc`` and ``migrate`` share: configuration, database, slot, sources of references.
+
+    ``verb`` says what the command does to the slot, for the help of ``--storage-key``.
+    """
+    options = [
+        click.option(
+            "--config",
+            "config_path",
+            required=True,
+            type=click.Path(exists=True, dir_okay=False),
+            help="The storage configuration (TOML), as StorageManager.from_config reads it.",
+        ),
+        click.option("--section", help="The table of the config file that holds the storage configuration."),
+        click.option(
+            "--database-url",
+            required=True,
+            envvar="GRANITE_STORAGE_DATABASE_URL",
+            show_envvar=True,
+            help="SQLAlchemy URL of the database holding the references.",
+        ),
+        click.option("--storage-key", required=True, help=f"The slot to {verb}."),
+        click.option(
+            "--model",
+            "models",
+            multiple=True,
+            metavar="MODULE:CLASS",
+            help="A model whose rows reference the slot (repeatable).",
+        ),
+        click.option(
+            "--field",
+            "fields",
+            multiple=True,
+            metavar="NAME",
+            help="The reference attribute (or StoredContent field) of the --model at the same position; "
+            "defaults to the model's __stored_content_field_name__.",
+        ),
+        click.option(
+            "--references",
+            "reference_callables",
+            multiple=True,
+            metavar="MODULE:CALLABLE",
+            help="A callable taking a SQLAlchemy Session and returning an iterable of StoredObjectRef "
+            "(repeatable).",
+        ),
+    ]
+
+    def decorate(command: Callable[..., None]) -> Callable[..., None]:
+        for option in reversed(options):
+            command = option(command)
+        return command
+
+    return decorate
+
+
+def _output_options(command: Callable[..., None]) -> Callable[..., None]:
+    """``--json`` and ``--progress/--no-progress``, as ``gc`` and ``migrate`` take them."""
+    command = click.option(
+        "--progress/--no-progress",
+        default=None,
+        help="Show progress on standard error (default: when it is a terminal).",
+    )(command)
+    return click.option(
+        "--json", "as_json", is_flag=True, help="Print the report as JSON instead of a table."
+    )(command)
+
+
 @cli.command()
-@click.option(
-    "--config",
-    "config_path",
-    required=True,
-    type=click.Path(exists=True, dir_okay=False),
-    help="The storage configuration (TOML), as StorageManager.from_config reads it.",
-)
-@click.option("--section", help="The table of the config file that holds the storage configuration.")
-@click.option(
-    "--database-url",
-    required=True,
-    envvar="GRANITE_STORAGE_DATABASE_URL",
-    show_envvar=True,
-    help="SQLAlchemy URL of the database holding the references.",
-)
-@click.option("--storage-key", required=True, help="The slot to collect.")
-@click.option(
-    "--model",
-    "models",
-    multiple=True,
-    metavar="MODULE:CLASS",
-    help="A model whose rows reference the slot (repeatable).",
-)
-@click.option(
-    "--field",
-    "fields",
-    multiple=True,
-    metavar="NAME",
-    help="The reference attribute (or StoredContent field) of the --model at the same position; "
-    "defaults to the model's __stored_content_field_name__.",
-)
-@click.option(
-    "--references",
-    "reference_callables",
-    multiple=True,
-    metavar="MODULE:CALLABLE",
-    help="A callable taking a SQLAlchemy Session and returning an iterable of StoredObjectRef (repeatable).",
-)
+@_slot_options("collect")
 @click.option("--delete", is_flag=True, help="Delete the orphans. Without it, a dry run only reports them.")
 @click.option(
     "--min-age",
@@ -202,12 +237,7 @@ def plugins(as_json: bool) -> None:
     show_default=True,
     help="How many orphan keys and failures to list.",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON instead of a table.")
-@click.option(
-    "--progress/--no-progress",
-    default=None,
-    help="Show progress on standard error (default: when it is a terminal).",
-)
+@_output_options
 def gc(
     config_path: str,
     section: str | None,
@@ -236,37 +266,20 @@ def gc(
       granite-storage gc --config storage.toml --database-url postgresql://db/app \\
           --storage-key documents --model app.models:Document --field _file_ref --delete
     """  # noqa: D301 - "\b" is click's marker that keeps the example's lines as they are
-    from sqlalchemy.exc import ArgumentError, SQLAlchemyError
     from sqlalchemy.orm import Session
-
-    from granite_storage.manager import StorageManager
 
     if not models and not reference_callables:
         raise click.UsageError("give the references: --model (with --field) and/or --references")
-    if fields and len(fields) not in (1, len(models)):
-        raise click.UsageError(f"{len(fields)} --field options for {len(models)} --model options")
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())  # the application's modules, as `python -m` would find them
-    try:
-        manager = StorageManager.from_config(config_path, section=section)
-        manager.policy(storage_key)
-        model_sources = [
-            _model_source(model, fields[0] if len(fields) == 1 else (fields[index] if fields else None))
-            for index, model in enumerate(models)
-        ]
-        callable_sources = [_import(target, "--references") for target in reference_callables]
-        engine = _snapshot_engine(database_url)
-    except (ConfigurationError, ArgumentError) as exc:
-        raise _ConfigError(str(exc)) from exc
+    setup = _SlotSetup.load(config_path, section, storage_key, models, fields, reference_callables)
+    model_sources = [_model_source(model, attribute) for model, attribute in setup.columns]
+    manager = setup.manager
+    engine = setup.engine(_snapshot_engine, database_url)
     display = _Progress(storage_key, enabled=sys.stderr.isatty() if progress is None else progress)
     try:
         with Session(engine) as session:
             sources: list[ReferenceSource] = [
                 *(_bind(source, session) for source in model_sources),
-                *(
-                    _checked(target, callable_source, session)
-                    for target, callable_source in zip(reference_callables, callable_sources, strict=True)
-                ),
+                *setup.reference_sources(session),
             ]
             collector = StorageGarbageCollector(
                 manager=manager,
@@ -284,17 +297,133 @@ def gc(
             )
     except click.ClickException:
         raise
-    except (StorageError, SQLAlchemyError) as exc:
-        raise _RunStopped(f"the run stopped, nothing more was deleted: {exc}") from exc
-    except Exception as exc:  # a --references callable of the application's, or a backend, broke
-        raise _RunStopped(f"the run stopped, nothing more was deleted: {type(exc).__name__}: {exc}") from exc
+    except Exception as exc:
+        raise _stopped(exc, "nothing more was deleted") from exc
     finally:
         display.finish()
         engine.dispose()
+    _conclude(report, as_json=as_json, echo=_echo_report)
+
+
+@cli.command()
+@_slot_options("migrate")
+@click.option(
+    "--apply",
+    is_flag=True,
+    help="Copy the objects and rewrite the rows. Without it, a dry run only reports what would move.",
+)
+@click.option(
+    "--delete-source",
+    is_flag=True,
+    help="With --apply, delete each source object once its rows are rewritten and no reference points "
+    "at it any more.",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1, max=64),
+    default=DEFAULT_WORKERS,
+    show_default=True,
+    help="Objects copied at once.",
+)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=DEFAULT_MIGRATION_BATCH_SIZE,
+    show_default=True,
+    help="Rows read, copied and rewritten (in one transaction) together.",
+)
+@click.option(
+    "--sample",
+    "sample_size",
+    type=click.IntRange(min=0),
+    default=DEFAULT_SAMPLE_SIZE,
+    show_default=True,
+    help="How many failures and changed rows to list.",
+)
+@_output_options
+def migrate(
+    config_path: str,
+    section: str | None,
+    database_url: str,
+    storage_key: str,
+    models: tuple[str, ...],
+    fields: tuple[str, ...],
+    reference_callables: tuple[str, ...],
+    apply: bool,
+    delete_source: bool,
+    workers: int,
+    batch_size: int,
+    sample_size: int,
+    as_json: bool,
+    progress: bool | None,
+) -> None:
+    """Move the objects a slot's rows reference into the slot's current location; rewrite the rows.
+
+    Every object referenced by a --model/--field's rows that lies outside the slot's current
+    location (a previous location, or granite-storage 0.1.0's layout) is copied there, checked
+    for size and sha256, and its row rewritten if the application has not changed it meanwhile.
+    --references callables name further references, which cannot be rewritten: with
+    --delete-source, a source they point at is kept. Killed at any point, a run can be repeated:
+    it reuses the copies already made.
+
+    \b
+    Example:
+      granite-storage migrate --config storage.toml --database-url postgresql://db/app \\
+          --storage-key documents --model app.models:Document --field _file_ref --apply
+    """  # noqa: D301 - "\b" is click's marker that keeps the example's lines as they are
+    from sqlalchemy import create_engine
+    from sqlalchemy.orm import Session
+
+    from granite_storage.migrate import StorageMigrator
+
+    if not models:
+        raise click.UsageError("give the rows to migrate: --model (with --field)")
+    setup = _SlotSetup.load(config_path, section, storage_key, models, fields, reference_callables)
+    engine = setup.engine(create_engine, database_url)
+    display = _MigrationProgressBar(
+        storage_key, enabled=sys.stderr.isatty() if progress is None else progress
+    )
+    try:
+        with Session(engine) as session:
+            migrator = StorageMigrator(
+                manager=setup.manager,
+                engine=engine,
+                columns=setup.columns,
+                references=setup.reference_sources(session),
+                workers=workers,
+                batch_size=batch_size,
+                sample_size=sample_size,
+                progress=display.update,
+            )
+            report = migrator.migrate(storage_key, dry_run=not apply, delete_source=delete_source)
+    except click.ClickException:
+        raise
+    except Exception as exc:
+        raise _stopped(exc, "what was committed stays; run it again") from exc
+    finally:
+        display.finish()
+        engine.dispose()
+    _conclude(report, as_json=as_json, echo=_echo_migration_report)
+
+
+def _stopped(exc: Exception, what_stays: str) -> _RunStopped:
+    """The error, exit status 3, of a run that stopped on ``exc``; the message says ``what_stays``."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    if isinstance(exc, StorageError | SQLAlchemyError):
+        return _RunStopped(f"the run stopped, {what_stays}: {exc}")
+    # a --references callable of the application's, or a backend, broke
+    return _RunStopped(f"the run stopped, {what_stays}: {type(exc).__name__}: {exc}")
+
+
+def _conclude(
+    report: GarbageCollectionReport | MigrationReport, *, as_json: bool, echo: Callable[[Any], None]
+) -> None:
+    """Print ``report`` (as JSON, or with ``echo``); exit with status 1 unless it is ok."""
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))
     else:
-        _echo_report(report)
+        echo(report)
     if not report.ok:
         raise SystemExit(EXIT_FAILURES)
 
@@ -315,10 +444,62 @@ def _import(target: str, option: str) -> Any:
     return value
 
 
-def _model_source(target: str, field: str | None) -> Callable[[Any], Iterator[StoredObjectRef]]:
-    """A function of a session yielding the references of one model's field, checked up front."""
-    from granite_storage.orm import iter_model_storage_refs
+@dataclass(frozen=True, slots=True)
+class _SlotSetup:
+    """What ``gc`` and ``migrate`` build from their shared options, checked before anything runs."""
 
+    manager: StorageManager
+    #: (model, attribute) of each --model/--field pair.
+    columns: list[tuple[type[Any], str]]
+    #: (target, callable) of each --references.
+    callables: list[tuple[str, Any]]
+
+    @classmethod
+    def load(
+        cls,
+        config_path: str,
+        section: str | None,
+        storage_key: str,
+        models: Sequence[str],
+        fields: Sequence[str],
+        reference_callables: Sequence[str],
+    ) -> _SlotSetup:
+        """Build the manager and import the sources; a usage or configuration error exits with 2."""
+        from granite_storage.manager import StorageManager
+
+        if fields and len(fields) not in (1, len(models)):
+            raise click.UsageError(f"{len(fields)} --field options for {len(models)} --model options")
+        if os.getcwd() not in sys.path:
+            sys.path.insert(0, os.getcwd())  # the application's modules, as `python -m` would find them
+        try:
+            manager = StorageManager.from_config(config_path, section=section)
+            manager.policy(storage_key)
+            columns = [
+                _model_field(model, fields[0] if len(fields) == 1 else (fields[index] if fields else None))
+                for index, model in enumerate(models)
+            ]
+            callables = [(target, _import(target, "--references")) for target in reference_callables]
+        except ConfigurationError as exc:
+            raise _ConfigError(str(exc)) from exc
+        return cls(manager, columns, callables)
+
+    @staticmethod
+    def engine(factory: Callable[[str], Engine], database_url: str) -> Engine:
+        """``factory(database_url)``; a URL SQLAlchemy cannot use exits with 2."""
+        from sqlalchemy.exc import ArgumentError
+
+        try:
+            return factory(database_url)
+        except ArgumentError as exc:
+            raise _ConfigError(str(exc)) from exc
+
+    def reference_sources(self, session: Any) -> list[ReferenceSource]:
+        """The --references callables, each bound to ``session``."""
+        return [_checked(target, function, session) for target, function in self.callables]
+
+
+def _model_field(target: str, field: str | None) -> tuple[type[Any], str]:
+    """Import a --model and find its reference attribute, checked up front."""
     model = _import(target, "--model")
     if not isinstance(model, type):
         raise ConfigurationError(f"--model {target!r} is not a class")
@@ -329,6 +510,12 @@ def _model_source(target: str, field: str | None) -> Callable[[Any], Iterator[St
         raise ConfigurationError(f"--field {attribute!r}: {model.__name__} has no such attribute")
 
     _check_column(model, attribute)  # an unsuitable column is found before the run starts
+    return model, attribute
+
+
+def _model_source(model: type[Any], attribute: str) -> Callable[[Any], Iterator[StoredObjectRef]]:
+    """A function of a session yielding the references of one model's field."""
+    from granite_storage.orm import iter_model_storage_refs
 
     def source(session: Any) -> Iterator[StoredObjectRef]:
         return iter_model_storage_refs(session, model, attribute)
@@ -468,6 +655,79 @@ def _echo_report(report: GarbageCollectionReport) -> None:
         click.echo(f"\nfailures ({len(report.failures)} of {report.failed:,} listed):", err=True)
         for failure in report.failures:
             click.echo(f"  {failure.key}: {failure.error}", err=True)
+
+
+class _MigrationProgressBar:
+    """click's progress bar over the rows of a migration, on standard error."""
+
+    def __init__(self, storage_key: str, *, enabled: bool) -> None:
+        self.storage_key = storage_key
+        self.enabled = enabled
+        self._bar: Any = None
+        self._done = 0
+
+    def update(self, progress: MigrationProgress) -> None:
+        if not self.enabled:
+            return
+        if self._bar is None:
+            self._bar = click.progressbar(
+                length=max(progress.rows_total, 1),
+                label=f"{self.storage_key}: migrating rows",
+                file=sys.stderr,
+                show_pos=True,
+            )
+            self._bar.__enter__()
+        step = min(progress.rows_done, self._bar.length) - self._done
+        if step > 0:
+            self._bar.update(step)
+            self._done += step
+
+    def finish(self) -> None:
+        if self._bar is not None:
+            self._bar.__exit__(None, None, None)
+            self._bar = None
+
+
+def _echo_migration_report(report: MigrationReport) -> None:
+    if report.dry_run:
+        mode = "dry run, nothing copied or rewritten (pass --apply to move)"
+    else:
+        mode = "moving, deleting sources" if report.delete_source else "moving, sources kept"
+    click.echo(f"Migration of {report.storage_key!r} to {report.backend} / {report.prefix}/: {mode}")
+    moved = "would move" if report.dry_run else "moved"
+    rows = [
+        ("references of the slot", f"{report.references:,}"),
+        ("skipped (already current)", f"{report.skipped:,}"),
+        (moved, f"{report.moved:,}"),
+        ("changed meanwhile, left alone", f"{report.changed:,}"),
+        ("failed", f"{report.failed:,}"),
+        ("objects copied", f"{report.copied:,}"),
+        ("copies reused", f"{report.reused:,}"),
+        ("bytes" if not report.dry_run else "bytes to copy", f"{report.bytes_copied:,}"),
+        ("checksums computed", f"{report.checksums_computed:,}"),
+    ]
+    if report.delete_source and not report.dry_run:
+        rows += [
+            ("sources deleted", f"{report.sources_deleted:,}"),
+            ("sources kept (still referenced)", f"{report.sources_kept:,}"),
+            ("source deletions failed", f"{report.delete_failed:,}"),
+        ]
+    rows.append(("duration", f"{report.duration.total_seconds():.1f} s"))
+    _echo_table(None, rows)
+    if report.checksums_computed:
+        click.echo(
+            f"\n{report.checksums_computed:,} references had no usable sha256 checksum: their copies were "
+            "checked by size only, and their new references carry the sha256 computed while copying."
+        )
+    if report.changed_rows:
+        shown = len(report.changed_rows)
+        click.echo(f"\nchanged by the application meanwhile ({shown} of {report.changed:,} listed):")
+        for row in report.changed_rows:
+            click.echo(f"  {row}")
+    if report.failures:
+        click.echo(f"\nfailures ({len(report.failures)} listed):", err=True)
+        for failure in report.failures:
+            click.echo(f"  {failure.row} {failure.location}: {failure.error}", err=True)
 
 
 def _echo_table(header: Sequence[str] | None, rows: Sequence[Sequence[str]]) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from sqlalchemy import Engine, inspect, select
+from sqlalchemy import Column, Engine, inspect, select
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from granite_storage.errors import ConfigurationError
@@ -44,14 +44,7 @@ def iter_model_storage_refs(
         ConfigurationError: ``attribute`` is not a :class:`StoredObjectRefType` column of ``model``.
         InvalidReferenceError: a row holds JSON that is not a reference.
     """
-    column = getattr(model, attribute) if isinstance(attribute, str) else attribute
-    if isinstance(column, StoredContent):  # a field's name stands for its reference attribute
-        column = getattr(model, column.ref_attribute)
-    column_type = getattr(getattr(column, "expression", None), "type", None)
-    if not isinstance(column_type, StoredObjectRefType):
-        raise ConfigurationError(
-            f"{model.__name__}.{getattr(column, 'key', attribute)} is not a StoredObjectRefType column"
-        )
+    column = _reference_attribute(model, attribute)
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     statement = select(column).where(column.is_not(None)).execution_options(yield_per=batch_size)
@@ -69,3 +62,31 @@ def _present(refs: Iterable[StoredObjectRef | None]) -> Iterator[StoredObjectRef
     for ref in refs:
         if ref is not None:
             yield ref
+
+
+def reference_column(model: type[Any], attribute: str | InstrumentedAttribute[Any]) -> Column[Any]:
+    """The table column behind ``model``'s reference ``attribute`` (or :class:`StoredContent` field).
+
+    For code that reads or writes the rows with SQLAlchemy Core, as the migrator does.
+
+    Raises:
+        ConfigurationError: ``attribute`` is not a :class:`StoredObjectRefType` column of ``model``.
+    """
+    expression = _reference_attribute(model, attribute).expression
+    if not isinstance(expression, Column):
+        raise ConfigurationError(f"{model.__name__}.{attribute} is not mapped to one table column")
+    return expression
+
+
+def _reference_attribute(
+    model: type[Any], attribute: str | InstrumentedAttribute[Any]
+) -> InstrumentedAttribute[Any]:
+    column = getattr(model, attribute) if isinstance(attribute, str) else attribute
+    if isinstance(column, StoredContent):  # a field's name stands for its reference attribute
+        column = getattr(model, column.ref_attribute)
+    column_type = getattr(getattr(column, "expression", None), "type", None)
+    if not isinstance(column_type, StoredObjectRefType):
+        raise ConfigurationError(
+            f"{model.__name__}.{getattr(column, 'key', attribute)} is not a StoredObjectRefType column"
+        )
+    return column
