@@ -10,8 +10,11 @@ import errno
 import io
 import multiprocessing
 import os
+import platform
+import re
 import socket
 import stat
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from datetime import timedelta
@@ -29,7 +32,7 @@ from granite_storage import (
     StoragePermissionError,
 )
 from granite_storage.backends.local import LocalStorageBackend as SeedLocalStorageBackend
-from granite_storage_local import LocalStorageBackend
+from granite_storage_local import LocalStorageBackend, _paths
 
 
 def all_files(root: Path) -> list[str]:
@@ -631,3 +634,32 @@ def test_reading_an_unreadable_file_raises_a_storage_permission_error(
         backend.open("docs/a.pdf")
     with pytest.raises(StoragePermissionError):
         backend.get("docs/a.pdf")
+
+
+# -- how paths are resolved ----------------------------------------------------------------------------
+
+
+def _linux_at_least(major: int, minor: int) -> bool:
+    found = re.match(r"(\d+)\.(\d+)", platform.release())
+    if not sys.platform.startswith("linux") or found is None:
+        return False
+    return (int(found[1]), int(found[2])) >= (major, minor)
+
+
+@pytest.mark.skipif(
+    not _linux_at_least(5, 6) or platform.machine() not in ("x86_64", "aarch64"),
+    reason="openat2 came with Linux 5.6",
+)
+def test_openat2_is_used_where_the_kernel_has_it(tmp_path: Path) -> None:
+    # The binding goes through ctypes: a mistake in it would silently leave every path to the walk.
+    assert _paths.openat2 is not None
+    (tmp_path / "real" / "below").mkdir(parents=True)
+    (tmp_path / "alias").symlink_to(tmp_path / "real", target_is_directory=True)
+    directory = os.open(tmp_path, _paths.DIRECTORY)
+    try:
+        os.close(_paths.openat2(directory, "real/below", _paths.DIRECTORY))
+        with pytest.raises(OSError, match="Too many levels of symbolic links") as excinfo:
+            _paths.openat2(directory, "alias/below", _paths.DIRECTORY)
+        assert excinfo.value.errno == errno.ELOOP
+    finally:
+        os.close(directory)
