@@ -1,22 +1,31 @@
-"""Confinement: no key reaches anything outside the root, whatever symlinks the root holds.
+"""Confinement: no key reaches anything outside its own path below the root, whatever symlinks it holds.
 
 The conformance suite covers hostile key *strings* (``..``, absolute paths, NUL, ...). Here the key
-strings are harmless and the file system is hostile: symlinks inside the root that point out of it, to
-a directory or to a file. Every operation through them is refused with ``InvalidKeyError`` before it
-touches the disk, and a sentinel file outside the root keeps its content. Symlinks that stay inside the
-root are ordinary paths.
+strings are harmless and the file system is hostile: symlinks inside the root, pointing out of it, to
+a directory or to a file, or to another slot's directory inside it. The backend follows no symlink on a
+key's path: every operation through one is refused with ``InvalidKeyError``, and a sentinel file outside
+the root keeps its content. Every test runs once per way of resolving paths (``openat2`` where the
+kernel has it, and the walk one directory at a time), see ``conftest.py``.
 """
 
 import io
 import os
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
-from granite_storage import InvalidKeyError
+from granite_storage import (
+    InvalidKeyError,
+    StorageError,
+    StorageGarbageCollector,
+    StorageManager,
+    StoragePolicy,
+)
 from granite_storage_local import LocalStorageBackend
-from granite_storage_local.backend import _real_path
+
+pytestmark = pytest.mark.usefixtures("each_resolution")
 
 SENTINEL = b"sentinel: not for the storage backend"
 
@@ -39,6 +48,14 @@ def outside(tmp_path: Path) -> Path:
     directory.mkdir()
     (directory / "secret.txt").write_bytes(SENTINEL)
     return directory
+
+
+def tree(root: Path) -> list[str]:
+    """Every name below ``root`` (symlinks not followed), as sorted relative paths."""
+    names = []
+    for directory, subdirectories, files in os.walk(root):
+        names += [os.path.relpath(os.path.join(directory, name), root) for name in subdirectories + files]
+    return sorted(names)
 
 
 def assert_untouched(outside: Path) -> None:
@@ -148,39 +165,81 @@ def test_a_list_prefix_with_a_dot_leading_segment_is_refused(backend: LocalStora
         list(backend.list("docs/.hidden"))
 
 
-# -- symlinks that stay inside the root -------------------------------------------------------------
+# -- symlinks that stay inside the root (issue 16, finding 10) ---------------------------------------
 
 
-def test_a_symlink_to_a_directory_inside_the_root_is_an_ordinary_path(
-    backend: LocalStorageBackend, root: Path
+@pytest.fixture
+def docs_aliasing_avatars(backend: LocalStorageBackend, root: Path) -> bytes:
+    """``root/docs`` is a symlink to ``root/avatars``, which holds ``a.png``; returns its content."""
+    backend.put("avatars/a.png", io.BytesIO(b"a live avatar"))
+    (root / "docs").symlink_to(root / "avatars", target_is_directory=True)
+    return b"a live avatar"
+
+
+@pytest.mark.parametrize("operation", OPERATIONS)
+def test_a_symlink_to_another_directory_inside_the_root_cannot_be_used(
+    backend: LocalStorageBackend, root: Path, docs_aliasing_avatars: bytes, operation: str
 ) -> None:
-    (root / "real").mkdir()
-    (root / "alias").symlink_to(root / "real", target_is_directory=True)
-    backend.put("alias/a.txt", io.BytesIO(b"through the alias"))
-    assert (root / "real" / "a.txt").read_bytes() == b"through the alias"
-    assert backend.get("real/a.txt") == backend.get("alias/a.txt") == b"through the alias"
-    assert backend.stat("alias/a.txt").size == len(b"through the alias")
-    assert backend.exists("alias/a.txt")
-    backend.delete("alias/a.txt")
-    assert not (root / "real" / "a.txt").exists()
-    assert (root / "alias").is_symlink()
+    # One slot's directory must not reach another slot's objects through an alias.
+    for key in ("docs/a.png", "docs/new.png"):
+        with pytest.raises(InvalidKeyError, match="symlink"):
+            OPERATIONS[operation](backend, key)
+    assert os.listdir(root / "avatars") == ["a.png"]
+    assert backend.get("avatars/a.png") == docs_aliasing_avatars
 
 
-def test_a_relative_symlink_to_a_file_inside_the_root_is_an_ordinary_path(
-    backend: LocalStorageBackend, root: Path
+def test_a_symlinked_prefix_is_not_listed_as_its_target(
+    backend: LocalStorageBackend, docs_aliasing_avatars: bytes
 ) -> None:
+    with pytest.raises(InvalidKeyError):
+        list(backend.list("docs"))
+    assert [info.key for info in backend.list()] == ["avatars/a.png"]
+
+
+def test_garbage_collection_through_a_symlinked_prefix_deletes_no_live_object(
+    backend: LocalStorageBackend, docs_aliasing_avatars: bytes
+) -> None:
+    manager = StorageManager(
+        backends={"disk": backend},
+        policies={
+            "avatars": StoragePolicy("avatars", backend_key="disk"),
+            "docs": StoragePolicy("docs", backend_key="disk"),
+        },
+    )
+    old = datetime.now(UTC) - timedelta(days=30)
+    os.utime(backend.root / "avatars" / "a.png", (old.timestamp(), old.timestamp()))
+    collector = StorageGarbageCollector(manager=manager, iter_references=lambda: iter(()))
+    with pytest.raises(StorageError):
+        collector.collect("docs", dry_run=False)
+    assert backend.get("avatars/a.png") == docs_aliasing_avatars
+
+
+def test_a_symlink_to_a_file_inside_the_root_cannot_be_used(backend: LocalStorageBackend, root: Path) -> None:
     backend.put("docs/2024/report.txt", io.BytesIO(b"report"))
     os.symlink("2024/report.txt", root / "docs" / "latest.txt")
-    assert backend.get("docs/latest.txt") == b"report"
-    with backend.open("docs/latest.txt") as stream:
-        assert stream.read() == b"report"
+    for operation in OPERATIONS.values():
+        with pytest.raises(InvalidKeyError):
+            operation(backend, "docs/latest.txt")
+    assert backend.get("docs/2024/report.txt") == b"report"
+    assert (root / "docs" / "latest.txt").is_symlink()
+    assert [info.key for info in backend.list("docs")] == ["docs/2024/report.txt"]
 
 
-# -- the resolution every check relies on -----------------------------------------------------------
+def test_a_root_reached_through_a_symlink_is_fine(tmp_path: Path) -> None:
+    # Only the key's own path is checked: the root is resolved once, when the backend is made.
+    (tmp_path / "real").mkdir()
+    (tmp_path / "alias").symlink_to(tmp_path / "real", target_is_directory=True)
+    backend = LocalStorageBackend(tmp_path / "alias")
+    backend.put("docs/a.txt", io.BytesIO(b"x"))
+    assert backend.get("docs/a.txt") == b"x"
+    assert (tmp_path / "real" / "docs" / "a.txt").read_bytes() == b"x"
 
 
-def _layout(root: Path, outside: Path) -> dict[str, Path]:
-    """Paths under ``root`` of every kind the confinement checks meet, by name."""
+# -- every kind of path a key can meet -------------------------------------------------------------
+
+
+def _layout(root: Path, outside: Path) -> dict[str, str]:
+    """Keys of every kind of path the resolution meets, by name (the layout is made below ``root``)."""
     (root / "docs" / "real").mkdir(parents=True)
     (root / "docs" / "real" / "file.txt").write_bytes(b"x")
     (root / "docs" / "alias").symlink_to(root / "docs" / "real", target_is_directory=True)
@@ -192,28 +251,26 @@ def _layout(root: Path, outside: Path) -> dict[str, Path]:
     os.symlink("loop", root / "docs" / "loop")
     (root / "docs" / "ghost").symlink_to(outside / "missing-directory", target_is_directory=True)
     return {
-        "file": root / "docs" / "real" / "file.txt",
-        "missing-file": root / "docs" / "real" / "new.txt",
-        "missing-directory": root / "docs" / "new" / "deeper" / "new.txt",
-        "through-inner-symlink": root / "docs" / "alias" / "file.txt",
-        "through-outer-symlink": root / "docs" / "escape" / "secret.txt",
-        "through-relative-climb": root / "docs" / "up" / "new.txt",
-        "symlink-to-outside": root / "docs" / "link.txt",
-        "symlink-to-inside": root / "docs" / "inner.txt",
-        "dangling-symlink": root / "docs" / "dangling.txt",
-        "symlink-loop": root / "docs" / "loop",
-        "through-symlink-loop": root / "docs" / "loop" / "x.txt",
-        "through-a-file": root / "docs" / "real" / "file.txt" / "x.txt",
-        "below-a-file": root / "docs" / "real" / "file.txt" / "x" / "y.txt",
-        "through-a-dangling-directory-symlink": root / "docs" / "ghost" / "new" / "x.txt",
-        "through-a-symlink-to-a-file": root / "docs" / "inner.txt" / "x" / "y.txt",
+        "file": "docs/real/file.txt",
+        "missing-file": "docs/real/new.txt",
+        "missing-directory": "docs/new/deeper/new.txt",
+        "through-a-file": "docs/real/file.txt/x.txt",
+        "below-a-file": "docs/real/file.txt/x/y.txt",
+        "through-inner-symlink": "docs/alias/file.txt",
+        "through-outer-symlink": "docs/escape/secret.txt",
+        "through-relative-climb": "docs/up/new.txt",
+        "symlink-to-outside": "docs/link.txt",
+        "symlink-to-inside": "docs/inner.txt",
+        "dangling-symlink": "docs/dangling.txt",
+        "symlink-loop": "docs/loop",
+        "through-symlink-loop": "docs/loop/x.txt",
+        "through-a-dangling-directory-symlink": "docs/ghost/new/x.txt",
+        "through-a-symlink-to-a-file": "docs/inner.txt/x/y.txt",
     }
 
 
-CASES = [
-    "file",
-    "missing-file",
-    "missing-directory",
+WITHOUT_SYMLINKS = ["file", "missing-file", "missing-directory", "through-a-file", "below-a-file"]
+THROUGH_SYMLINKS = [
     "through-inner-symlink",
     "through-outer-symlink",
     "through-relative-climb",
@@ -222,47 +279,40 @@ CASES = [
     "dangling-symlink",
     "symlink-loop",
     "through-symlink-loop",
-    "through-a-file",
-    "below-a-file",
     "through-a-dangling-directory-symlink",
     "through-a-symlink-to-a-file",
 ]
 
 
-@pytest.mark.parametrize("case", CASES)
-def test_paths_resolve_exactly_as_os_path_realpath_resolves_them(
+@pytest.mark.parametrize("case", THROUGH_SYMLINKS)
+@pytest.mark.parametrize("operation", OPERATIONS)
+def test_every_path_through_a_symlink_is_refused(
+    backend: LocalStorageBackend, root: Path, outside: Path, case: str, operation: str
+) -> None:
+    key = _layout(root, outside)[case]
+    before = tree(root)
+    with pytest.raises(InvalidKeyError):
+        OPERATIONS[operation](backend, key)
+    assert tree(root) == before
+    assert_untouched(outside)
+
+
+@pytest.mark.parametrize("case", WITHOUT_SYMLINKS)
+def test_paths_without_symlinks_are_ordinary_paths(
     backend: LocalStorageBackend, root: Path, outside: Path, case: str
 ) -> None:
-    path = str(_layout(root, outside)[case])
-    assert _real_path(path) == os.path.realpath(path)
-
-
-@pytest.mark.parametrize("case", CASES)
-def test_without_proc_paths_still_resolve_as_os_path_realpath_resolves_them(
-    backend: LocalStorageBackend, root: Path, outside: Path, case: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    readlink = os.readlink
-
-    def no_proc(path: str) -> str:
-        if str(path).startswith("/proc/"):
-            raise FileNotFoundError(path)
-        return readlink(path)
-
-    path = str(_layout(root, outside)[case])
-    expected = os.path.realpath(path)
-    monkeypatch.setattr(os, "readlink", no_proc)
-    assert _real_path(path) == expected
-
-
-@pytest.mark.skipif(not hasattr(os, "O_PATH"), reason="open(O_PATH) is Linux's")
-@pytest.mark.parametrize("case", ["file", "missing-file", "missing-directory"])
-def test_a_path_without_symlinks_is_resolved_by_the_kernel(
-    backend: LocalStorageBackend, root: Path, outside: Path, monkeypatch: pytest.MonkeyPatch, case: str
-) -> None:
-    path = str(_layout(root, outside)[case])
-
-    def one_lstat_per_component(path: str) -> str:
-        raise AssertionError("os.path.realpath was called for a path without symlinks")
-
-    monkeypatch.setattr(os.path, "realpath", one_lstat_per_component)
-    assert _real_path(path) == path
+    key = _layout(root, outside)[case]
+    if case == "file":
+        assert backend.get(key) == b"x"
+        assert backend.exists(key)
+    else:
+        assert not backend.exists(key)
+    if case in ("through-a-file", "below-a-file"):
+        with pytest.raises(StorageError):
+            backend.put(key, io.BytesIO(b"new"))
+    else:
+        backend.put(key, io.BytesIO(b"new"))
+        assert (root / key).read_bytes() == b"new"
+        backend.delete(key)
+        assert not (root / key).exists()
+    assert_untouched(outside)

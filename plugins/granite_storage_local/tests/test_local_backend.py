@@ -5,18 +5,26 @@ Atomic writes and crashes are in ``test_atomic_writes.py``, symlinks and hidden 
 ``test_confinement.py``, memory use in ``test_streaming_memory.py``.
 """
 
+import contextlib
 import errno
 import io
 import multiprocessing
 import os
+import platform
+import re
+import socket
+import stat
+import sys
 import threading
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
 from granite_storage import (
     ConfigurationError,
+    InvalidKeyError,
     ObjectNotFoundError,
     PluginHost,
     StorageError,
@@ -24,7 +32,7 @@ from granite_storage import (
     StoragePermissionError,
 )
 from granite_storage.backends.local import LocalStorageBackend as SeedLocalStorageBackend
-from granite_storage_local import LocalStorageBackend
+from granite_storage_local import LocalStorageBackend, _paths
 
 
 def all_files(root: Path) -> list[str]:
@@ -435,15 +443,133 @@ def test_putting_at_a_directory_fails_with_a_storage_error_and_leaves_it_alone(
     assert all_files(root) == ["docs/2024/a.pdf"]
 
 
-def test_a_name_too_long_for_the_file_system_fails_with_a_storage_error(
-    backend: LocalStorageBackend, root: Path
+# -- names the file system cannot hold, files that are not regular files (issue 16, finding 11) ----
+
+LONG_NAMES = {
+    "object": "docs/" + "n" * 300 + ".bin",
+    "directory": "docs/" + "d" * 256 + "/a.bin",
+    "both": "a" * 256,
+}
+
+
+@pytest.mark.parametrize("key", LONG_NAMES.values(), ids=LONG_NAMES)
+@pytest.mark.parametrize("operation", ["put", "get", "stat", "exists", "delete", "list"])
+def test_a_name_too_long_for_the_file_system_is_an_invalid_key(
+    backend: LocalStorageBackend, root: Path, key: str, operation: str
 ) -> None:
-    with pytest.raises(StorageError) as excinfo:
-        backend.put("docs/" + "n" * 300 + ".bin", io.BytesIO(b"x"))
-    cause = excinfo.value.__cause__
-    assert isinstance(cause, OSError)
-    assert cause.errno == errno.ENAMETOOLONG
+    calls: dict[str, Callable[[], object]] = {
+        "put": lambda: backend.put(key, io.BytesIO(b"x")),
+        "get": lambda: backend.get(key),
+        "stat": lambda: backend.stat(key),
+        "exists": lambda: backend.exists(key),
+        "delete": lambda: backend.delete(key),
+        "list": lambda: list(backend.list(key)),
+    }
+    with pytest.raises(InvalidKeyError, match="255"):
+        calls[operation]()
     assert all_files(root) == []
+
+
+@pytest.mark.parametrize("prefix", ["a" * 256, "docs/" + "b" * 300])
+def test_removing_incomplete_uploads_under_a_too_long_prefix_is_an_invalid_key(
+    backend: LocalStorageBackend, prefix: str
+) -> None:
+    with pytest.raises(InvalidKeyError):
+        backend.remove_incomplete_uploads(older_than=timedelta(hours=1), prefix=prefix)
+
+
+def test_a_key_that_is_no_file_name_on_this_system_is_an_invalid_key(backend: LocalStorageBackend) -> None:
+    # A lone surrogate has no UTF-8 encoding: no file can be named by it.
+    with pytest.raises(InvalidKeyError):
+        backend.put("docs/\ud800.bin", io.BytesIO(b"x"))
+    with pytest.raises(InvalidKeyError):
+        backend.get("docs/\ud800.bin")
+
+
+def _make_fifo(path: Path) -> None:
+    os.mkfifo(path)
+
+
+def _make_socket(path: Path) -> None:
+    # Through the directory's descriptor: a socket's path may be no longer than about 100 bytes.
+    directory = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        with socket.socket(socket.AF_UNIX) as listener:
+            listener.bind(f"/proc/self/fd/{directory}/{path.name}")
+    finally:
+        os.close(directory)
+
+
+def _make_device(path: Path) -> None:
+    try:
+        os.mknod(path, 0o600 | stat.S_IFCHR, os.makedev(1, 3))  # what /dev/null is
+    except PermissionError:
+        pytest.skip("this process may not make device files")
+
+
+SPECIAL_FILES = {"fifo": _make_fifo, "socket": _make_socket, "device": _make_device}
+
+
+@pytest.fixture(params=SPECIAL_FILES)
+def special_file(request: pytest.FixtureRequest, backend: LocalStorageBackend, root: Path) -> Iterator[str]:
+    """A FIFO, a socket or a device at ``docs/special``; yields its key. A reader still blocked on the
+    FIFO when the test ends is released (the test has failed by then)."""
+    backend.put("docs/kept.txt", io.BytesIO(b"kept"))
+    SPECIAL_FILES[request.param](root / "docs" / "special")
+    yield "docs/special"
+    if request.param == "fifo":
+        with contextlib.suppress(OSError):
+            os.close(os.open(root / "docs" / "special", os.O_WRONLY | os.O_NONBLOCK))
+
+
+def call_or_hang(function: Callable[[], object]) -> BaseException | None:
+    """Call ``function`` in a thread; return what it raised, or fail the test if it blocks."""
+    outcome: list[BaseException | None] = []
+
+    def run() -> None:
+        try:
+            function()
+        except BaseException as exc:
+            outcome.append(exc)
+        else:
+            outcome.append(None)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(timeout=30)
+    if thread.is_alive():
+        pytest.fail("the call blocked")
+    return outcome[0]
+
+
+@pytest.mark.parametrize("operation", ["open", "get", "open_range", "stat", "exists", "delete"])
+def test_a_file_that_is_not_a_regular_file_is_refused_at_once(
+    backend: LocalStorageBackend, root: Path, special_file: str, operation: str
+) -> None:
+    calls: dict[str, Callable[[], object]] = {
+        "open": lambda: backend.open(special_file).close(),
+        "get": lambda: backend.get(special_file),
+        "open_range": lambda: backend.open_range(special_file, 1, 2).close(),
+        "stat": lambda: backend.stat(special_file),
+        "exists": lambda: backend.exists(special_file),
+        "delete": lambda: backend.delete(special_file),
+    }
+    error = call_or_hang(calls[operation])
+    assert isinstance(error, InvalidKeyError)
+    assert "not a regular file" in str(error)
+    assert sorted(os.listdir(root / "docs")) == ["kept.txt", "special"]
+
+
+def test_special_files_are_not_listed(backend: LocalStorageBackend, special_file: str) -> None:
+    assert [info.key for info in backend.list()] == ["docs/kept.txt"]
+
+
+def test_a_put_refuses_to_replace_a_special_file(
+    backend: LocalStorageBackend, root: Path, special_file: str
+) -> None:
+    with pytest.raises(InvalidKeyError, match="not a regular file"):
+        backend.put(special_file, io.BytesIO(b"x"))
+    assert sorted(os.listdir(root / "docs")) == ["kept.txt", "special"]
 
 
 @pytest.fixture
@@ -508,3 +634,32 @@ def test_reading_an_unreadable_file_raises_a_storage_permission_error(
         backend.open("docs/a.pdf")
     with pytest.raises(StoragePermissionError):
         backend.get("docs/a.pdf")
+
+
+# -- how paths are resolved ----------------------------------------------------------------------------
+
+
+def _linux_at_least(major: int, minor: int) -> bool:
+    found = re.match(r"(\d+)\.(\d+)", platform.release())
+    if not sys.platform.startswith("linux") or found is None:
+        return False
+    return (int(found[1]), int(found[2])) >= (major, minor)
+
+
+@pytest.mark.skipif(
+    not _linux_at_least(5, 6) or platform.machine() not in ("x86_64", "aarch64"),
+    reason="openat2 came with Linux 5.6",
+)
+def test_openat2_is_used_where_the_kernel_has_it(tmp_path: Path) -> None:
+    # The binding goes through ctypes: a mistake in it would silently leave every path to the walk.
+    assert _paths.openat2 is not None
+    (tmp_path / "real" / "below").mkdir(parents=True)
+    (tmp_path / "alias").symlink_to(tmp_path / "real", target_is_directory=True)
+    directory = os.open(tmp_path, _paths.DIRECTORY)
+    try:
+        os.close(_paths.openat2(directory, "real/below", _paths.DIRECTORY))
+        with pytest.raises(OSError, match="Too many levels of symbolic links") as excinfo:
+            _paths.openat2(directory, "alias/below", _paths.DIRECTORY)
+        assert excinfo.value.errno == errno.ELOOP
+    finally:
+        os.close(directory)
