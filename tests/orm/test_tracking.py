@@ -8,6 +8,7 @@ that stored it.
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from sqlalchemy import Engine, delete, event, select
 from sqlalchemy.orm import Session, load_only, sessionmaker
 
 from granite_storage import (
+    ObjectNotFoundError,
     StorageError,
     StorageManager,
     StoredObjectRef,
@@ -613,8 +615,9 @@ def test_a_session_inside_an_outer_transaction_waits_for_its_rollback(
     assert_storage_matches_database(engine, storage_root)
 
 
-def test_a_session_inside_an_outer_transaction_acts_on_its_commit(
-    engine: Engine, storage_root: Path, deleting: StorageManager
+@pytest.mark.parametrize("then", ["the connection closes", "the connection begins again"])
+def test_a_session_inside_an_outer_transaction_acts_once_its_commit_succeeded(
+    engine: Engine, storage_root: Path, deleting: StorageManager, then: str
 ) -> None:
     with Session(engine) as setup:
         seed = new_document(setup, "seed")
@@ -632,7 +635,10 @@ def test_a_session_inside_an_outer_transaction_acts_on_its_commit(
             new_ref = doc.set_content(b"new")
             session.commit()
         assert deleting.exists(seed_ref)
-        outer.commit()
+        outer.commit()  # SQLAlchemy announces it before sending it: nothing can be deleted yet
+        if then == "the connection begins again":
+            with connection.begin():
+                assert not deleting.exists(seed_ref)
 
     assert committed_refs(engine) == [new_ref]
     assert not deleting.exists(seed_ref)
@@ -663,6 +669,109 @@ def test_an_instance_flushed_by_another_session_takes_its_object_along(
     first.close()
 
     assert committed_refs(engine) == [moved_ref]
+    assert_storage_matches_database(engine, storage_root)
+
+
+# -- ownership across sessions: the object follows the instance and its reference -----------------
+
+
+@pytest.mark.parametrize("ending", ["rollback", "close"])
+@pytest.mark.parametrize("move", ["expunge and add", "merge"])
+def test_an_instance_moved_to_another_session_keeps_its_object_when_the_first_session_ends_first(
+    engine: Engine, sessions: sessionmaker[Session], storage_root: Path, move: str, ending: str
+) -> None:
+    with sessions() as setup:
+        seed_id = new_document(setup, "seed").id
+        setup.commit()
+
+    first = sessions()
+    doc = first.get(Document, seed_id)
+    assert doc is not None
+    moved_ref = doc.set_content(b"stored in the first session")
+    first.expunge(doc)
+    second = sessions()
+    if move == "merge":
+        second.merge(doc)  # the second session's own copy now points at the object
+    else:
+        second.add(doc)
+    if ending == "rollback":
+        first.rollback()
+    first.close()  # the first session ends before the second one flushes
+    second.commit()
+    second.close()
+
+    assert committed_refs(engine) == [moved_ref]
+    assert_storage_matches_database(engine, storage_root)
+
+
+def test_an_object_is_kept_while_another_session_may_still_commit_a_row_pointing_at_it(
+    engine: Engine, sessions: sessionmaker[Session], storage_root: Path
+) -> None:
+    with sessions() as setup:
+        seed_id = new_document(setup, "seed").id
+        setup.commit()
+
+    first = sessions()
+    doc = first.get(Document, seed_id)
+    assert doc is not None
+    ref = doc.set_content(b"pointed at from two sessions")
+    with sessions() as second:
+        second.merge(doc)  # a copy: doc itself stays in the first session
+        second.flush()
+        second.rollback()  # the first session may still commit its row
+    first.commit()
+    first.close()
+
+    assert committed_refs(engine) == [ref]
+    assert_storage_matches_database(engine, storage_root)
+
+
+def test_an_object_stored_for_an_instance_in_no_session_belongs_to_the_session_it_joins(
+    engine: Engine, sessions: sessionmaker[Session], storage_root: Path, orm_manager: StorageManager
+) -> None:
+    rolled_back = Document(id=uuid.uuid4(), title="added, then rolled back")
+    lost = rolled_back.set_content(b"stored before the instance joined a session")
+    with sessions() as session:
+        session.add(rolled_back)
+        session.rollback()
+    assert not orm_manager.exists(lost)
+
+    committed = Document(id=uuid.uuid4(), title="added, then committed")
+    kept = committed.set_content(b"kept")
+    with sessions() as session:
+        session.add(committed)
+        session.commit()
+    assert committed_refs(engine) == [kept]
+    assert_storage_matches_database(engine, storage_root)
+
+
+@pytest.mark.parametrize("how", ["rolled back, then added again", "expunged, then its session rolled back"])
+def test_a_row_is_never_written_pointing_at_an_object_a_rollback_deleted(
+    engine: Engine, sessions: sessionmaker[Session], storage_root: Path, orm_manager: StorageManager, how: str
+) -> None:
+    with sessions() as setup:
+        seed_id = new_document(setup, "seed").id
+        setup.commit()
+
+    with sessions() as first:
+        doc = new_document(first) if how == "rolled back, then added again" else first.get(Document, seed_id)
+        assert doc is not None
+        deleted = doc.set_content(b"stored, then rolled back")
+        if how == "expunged, then its session rolled back":
+            first.expunge(doc)
+        first.rollback()
+    assert doc._file_ref == deleted, "SQLAlchemy keeps the attribute of a transient or detached instance"
+    assert not orm_manager.exists(deleted)
+
+    with sessions() as second:
+        second.add(doc)
+        with pytest.raises(ObjectNotFoundError, match="store the content again"):
+            second.flush()
+        second.rollback()
+        second.add(doc)
+        stored_again = doc.set_content(b"stored again")
+        second.commit()
+    assert stored_again in committed_refs(engine)
     assert_storage_matches_database(engine, storage_root)
 
 
