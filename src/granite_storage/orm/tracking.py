@@ -787,7 +787,9 @@ def _on_error(context: ExceptionContext) -> None:
 
 
 def _on_rollback(connection: Connection) -> None:
-    for pending in _WAITING.pop(connection, _Waiting()).pending:
+    """A ROLLBACK is about to be sent: whatever happens to it, the transaction is rolled back."""
+    waiting = _WAITING.pop(connection, None)
+    for pending in waiting.pending if waiting is not None else ():
         _rolled_back(pending)
 
 
