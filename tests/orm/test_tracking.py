@@ -114,6 +114,20 @@ def test_a_failed_commit_deletes_what_the_transaction_stored(
     assert files_under(storage_root) == []
 
 
+def test_an_exception_before_the_commit_deletes_what_the_transaction_stored(
+    engine: Engine, sessions: sessionmaker[Session], storage_root: Path
+) -> None:
+    def unit_of_work() -> None:
+        with sessions.begin() as session:  # commits at the end of the block, unless it raises
+            new_document(session).set_content(b"stored before the exception")
+            raise LookupError("the block fails before its COMMIT is sent")
+
+    with pytest.raises(LookupError):
+        unit_of_work()
+    assert files_under(storage_root) == []
+    assert committed_refs(engine) == []
+
+
 def test_a_commit_keeps_what_the_transaction_stored(
     engine: Engine, sessions: sessionmaker[Session], storage_root: Path
 ) -> None:
