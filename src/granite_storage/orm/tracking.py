@@ -241,6 +241,9 @@ def track_storage(
     ``target`` is a ``sessionmaker`` or ``async_sessionmaker`` (every session it makes), a
     ``Session`` subclass (every instance), or one ``Session`` or ``AsyncSession``. Installing
     tracking twice on one target is harmless. See the module documentation for what it guarantees.
+    Installed on one session whose transaction is already under way, it follows that transaction
+    too, except that a failure of its COMMIT is taken for a rollback: tracking learns where a
+    COMMIT goes when a transaction begins.
 
     For an ``async_sessionmaker`` whose sessions would use the plain ``Session`` class, a subclass is
     configured as its ``sync_session_class``, so that tracking does not reach every ``Session`` of
