@@ -126,6 +126,18 @@ def committed_document(engine: Engine, title: str, content: bytes) -> tuple[uuid
         return doc.id, ref
 
 
+def replace_and_fail_to_commit(sessions: sessionmaker[Session], doc_id: uuid.UUID) -> StoredObjectRef:
+    """Replace a document's content in a tracked session whose commit fails, then roll back."""
+    with sessions() as session:
+        doc = session.get(Document, doc_id)
+        assert doc is not None
+        new = doc.replace_content(b"new").new_ref
+        with pytest.raises(OperationalError):
+            session.commit()
+        session.rollback()
+    return new
+
+
 def end_by_rollback(session: Session) -> None:
     session.rollback()
     session.close()
@@ -184,12 +196,7 @@ def test_a_commit_that_never_reached_the_server_leaves_its_objects_to_the_garbag
 ) -> None:
     doc_id, old = committed_document(direct, "kept", b"old")
     fault = proxy.drop_after(COMMIT[database], forward=False)
-    with sessions() as session:
-        doc = session.get(Document, doc_id)
-        assert doc is not None
-        new = doc.replace_content(b"new").new_ref
-        with pytest.raises(OperationalError):
-            session.commit()
+    new = replace_and_fail_to_commit(sessions, doc_id)
     assert fault.fired.is_set()
     assert committed_refs(direct) == {doc_id: old}  # the server rolled back
     assert storage.exists(new)  # the client could not know: kept
@@ -212,14 +219,8 @@ def test_a_connection_lost_before_the_commit_is_a_certain_rollback(
     storage: StorageManager,
 ) -> None:
     doc_id, old = committed_document(direct, "kept", b"old")
-    fault = proxy.drop_after(b"UPDATE document SET", forward=False)
-    with sessions() as session:
-        doc = session.get(Document, doc_id)
-        assert doc is not None
-        new = doc.replace_content(b"new").new_ref
-        with pytest.raises(OperationalError):
-            session.commit()  # the flush before COMMIT loses the connection
-        session.rollback()
+    fault = proxy.drop_after(b"UPDATE document SET", forward=False)  # the flush loses the connection
+    new = replace_and_fail_to_commit(sessions, doc_id)
     assert fault.fired.is_set()
     assert committed_refs(direct) == {doc_id: old}
     assert not storage.exists(new)

@@ -57,6 +57,14 @@ def new_document(session: Session, title: str = "doc") -> Document:
     return doc
 
 
+def committed_document_id(sessions: sessionmaker[Session]) -> uuid.UUID:
+    """A document without content, committed; its id."""
+    with sessions() as setup:
+        seed_id: uuid.UUID = new_document(setup, "seed").id
+        setup.commit()
+    return seed_id
+
+
 def committed_refs(engine: Engine) -> list[StoredObjectRef]:
     """Every reference the database holds, read in a session of its own."""
     with Session(engine) as session:
@@ -694,9 +702,7 @@ def test_an_instance_flushed_by_another_session_takes_its_object_along(
 def test_an_instance_moved_to_another_session_keeps_its_object_when_the_first_session_ends_first(
     engine: Engine, sessions: sessionmaker[Session], storage_root: Path, move: str, ending: str
 ) -> None:
-    with sessions() as setup:
-        seed_id = new_document(setup, "seed").id
-        setup.commit()
+    seed_id = committed_document_id(sessions)
 
     first = sessions()
     doc = first.get(Document, seed_id)
@@ -721,9 +727,7 @@ def test_an_instance_moved_to_another_session_keeps_its_object_when_the_first_se
 def test_an_object_is_kept_while_another_session_may_still_commit_a_row_pointing_at_it(
     engine: Engine, sessions: sessionmaker[Session], storage_root: Path
 ) -> None:
-    with sessions() as setup:
-        seed_id = new_document(setup, "seed").id
-        setup.commit()
+    seed_id = committed_document_id(sessions)
 
     first = sessions()
     doc = first.get(Document, seed_id)
@@ -763,9 +767,7 @@ def test_an_object_stored_for_an_instance_in_no_session_belongs_to_the_session_i
 def test_a_row_is_never_written_pointing_at_an_object_a_rollback_deleted(
     engine: Engine, sessions: sessionmaker[Session], storage_root: Path, orm_manager: StorageManager, how: str
 ) -> None:
-    with sessions() as setup:
-        seed_id = new_document(setup, "seed").id
-        setup.commit()
+    seed_id = committed_document_id(sessions)
 
     with sessions() as first:
         doc = new_document(first) if how == "rolled back, then added again" else first.get(Document, seed_id)

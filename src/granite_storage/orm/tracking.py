@@ -48,7 +48,8 @@ one row each. Objects left behind are never deleted by tracking;
 How a COMMIT is seen: SQLAlchemy's ``commit`` connection event fires just before the COMMIT is sent,
 and the session's ``after_commit`` only once it succeeded. A root transaction that saw the first
 without the second failed during its COMMIT. To see it, tracking listens on each engine its sessions
-use (``commit``, ``begin``, ``rollback``, ``handle_error`` and the pool's ``checkin``), once per engine.
+use (``begin``, ``commit``, ``rollback`` and their two-phase and SAVEPOINT forms, ``handle_error``,
+and the pool's ``checkin``), once per engine.
 
 Cleanup runs inside ``commit()`` and ``rollback()``; with an ``AsyncSession`` it runs on the event
 loop's thread, one backend call per object.
