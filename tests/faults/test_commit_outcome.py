@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import Engine, create_engine, select
+from sqlalchemy import Engine, create_engine
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
@@ -37,6 +37,7 @@ from granite_storage_local import LocalStorageBackend
 
 from ..orm.conftest import configured_url, make_manager, server_engine
 from ..orm.models import Base, Document
+from .invariant import assert_no_committed_row_points_at_a_missing_object, committed_refs
 from .proxy import MARIADB_COMMIT, POSTGRES_COMMIT, FaultProxy
 
 TRIALS = 20
@@ -98,21 +99,6 @@ def sessions(proxied: Engine) -> sessionmaker[Session]:
     factory = sessionmaker(proxied)
     track_storage(factory)
     return factory
-
-
-def committed_refs(engine: Engine) -> dict[uuid.UUID, StoredObjectRef | None]:
-    """Each committed document's reference, read on a connection of its own."""
-    with Session(engine) as session:
-        return dict(session.execute(select(Document.id, Document._file_ref)).all())
-
-
-def assert_no_committed_row_points_at_a_missing_object(engine: Engine, manager: StorageManager) -> None:
-    missing = [
-        (doc_id, ref.location)
-        for doc_id, ref in committed_refs(engine).items()
-        if ref is not None and not manager.exists(ref)
-    ]
-    assert missing == []
 
 
 def committed_document(engine: Engine, title: str, content: bytes) -> tuple[uuid.UUID, StoredObjectRef]:
