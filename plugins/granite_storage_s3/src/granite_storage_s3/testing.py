@@ -17,6 +17,7 @@ what the server had completed survives.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import secrets
 import shutil
@@ -26,6 +27,7 @@ import subprocess
 import sys
 import sysconfig
 import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -192,6 +194,7 @@ class SeaweedFS:
         self.directory = directory
         self.log = directory / "weed.log"
         self.process: subprocess.Popen[bytes] | None = None
+        self._volumes: set[str] = set()  # those it had when last stopped
         self._ports = dict(zip(_PORT_NAMES, free_ports(len(_PORT_NAMES)), strict=True))
         self._access_key, self._secret_key = "granite-test", secrets.token_hex(16)
         (directory / "data").mkdir(exist_ok=True)
@@ -223,6 +226,10 @@ class SeaweedFS:
     def start(self, *, seconds: float = STARTUP_SECONDS) -> S3Server:
         """Start the server (again) and return once it answers S3 requests.
 
+        After a :meth:`kill` or :meth:`stop`, it returns once every volume the server had before is
+        loaded again too, so that what it stored reads back at once (S3 requests are answered a
+        moment earlier, with ``InternalError`` for objects on a volume still loading).
+
         Raises:
             SeaweedFSUnavailableError: it exited or did not answer within ``seconds``; it is stopped.
         """
@@ -234,18 +241,44 @@ class SeaweedFS:
             "AWS_ACCESS_KEY_ID": self._access_key,
             "AWS_SECRET_ACCESS_KEY": self._secret_key,
         }
+        for name in ("s3.sock", "filer.sock"):  # left behind by a killed server, they block a new one
+            (self.directory / name).unlink(missing_ok=True)
         with self.log.open("ab") as output:
             self.process = _launch(self._arguments, output, environment, self.directory)
         try:
+            deadline = time.monotonic() + seconds
             wait_until_serving(self.server, self.process, self.log, seconds=seconds)
+            while len(self.volumes()) < len(self._volumes):
+                if time.monotonic() > deadline:
+                    missing = sorted(self._volumes - self.volumes())
+                    raise SeaweedFSUnavailableError(f"volumes {missing} did not come back; {_tail(self.log)}")
+                time.sleep(0.05)
         except BaseException:
             self.stop()
             raise
         return self.server
 
+    def volumes(self) -> set[str]:
+        """The ids of the volumes the master knows of now (from its ``/dir/status``)."""
+        url = f"http://127.0.0.1:{self._ports['master']}/dir/status"
+        with urllib.request.urlopen(url, timeout=5) as response:
+            status = json.load(response)
+        return {
+            volume
+            for center in status["Topology"].get("DataCenters") or []
+            for rack in center.get("Racks") or []
+            for node in rack.get("DataNodes") or []
+            for volume in node.get("VolumeIds", "").split()
+        }
+
+    def _remember_volumes(self) -> None:
+        with contextlib.suppress(OSError, ValueError, KeyError):  # a failing server: stopped all the same
+            self._volumes = self.volumes()
+
     def kill(self) -> None:
         """``SIGKILL`` the server at once, as a crash or the out-of-memory killer would; wait for it."""
         if self.process is not None:
+            self._remember_volumes()
             self.process.send_signal(signal.SIGKILL)
             self.process.wait()
             self.process = None
@@ -254,6 +287,7 @@ class SeaweedFS:
         """Terminate the server (``SIGTERM``, then ``SIGKILL`` after ``seconds``) and wait for it."""
         if self.process is None:
             return
+        self._remember_volumes()
         self.process.terminate()
         try:
             self.process.wait(timeout=seconds)
