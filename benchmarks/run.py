@@ -545,7 +545,7 @@ def s3_server(directory: Path) -> Iterator[dict[str, str]]:
         try:
             yield {
                 "name": server.name,
-                "endpoint_url": server.endpoint_url,
+                "endpoint_url": server.endpoint_url or "",
                 "access_key": server.access_key,
                 "secret_key": server.secret_key,
                 "region": server.region,

@@ -38,6 +38,7 @@ from botocore.config import Config
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
+    from mypy_boto3_s3.type_defs import ObjectIdentifierTypeDef
 
     from granite_storage_s3.backend import S3StorageBackend
 
@@ -159,11 +160,11 @@ def wait_until_serving(
 
 def empty_bucket(client: S3Client, bucket: str) -> None:
     """Abort every multipart upload in ``bucket`` and delete every object, 1,000 keys a request."""
-    for page in client.get_paginator("list_multipart_uploads").paginate(Bucket=bucket):
-        for upload in page.get("Uploads", []):
+    for uploads in client.get_paginator("list_multipart_uploads").paginate(Bucket=bucket):
+        for upload in uploads.get("Uploads", []):
             client.abort_multipart_upload(Bucket=bucket, Key=upload["Key"], UploadId=upload["UploadId"])
-    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket):
-        keys = [{"Key": item["Key"]} for item in page.get("Contents", [])]
+    for listing in client.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+        keys: list[ObjectIdentifierTypeDef] = [{"Key": item["Key"]} for item in listing.get("Contents", [])]
         if keys:  # a page holds at most 1,000 keys, as many as one DeleteObjects request takes
             client.delete_objects(Bucket=bucket, Delete={"Objects": keys, "Quiet": True})
 
