@@ -25,18 +25,16 @@ from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import NullPool
 
 from granite_storage import (
-    PluginHost,
     StorageGarbageCollector,
     StorageManager,
     StoredObjectRef,
     iter_model_storage_refs,
     track_storage,
 )
-from granite_storage.orm import configure_storage_manager
-from granite_storage_local import LocalStorageBackend
 
-from ..orm.conftest import configured_url, make_manager, server_engine
-from ..orm.models import Base, Document
+from ..orm.conftest import configured_url
+from ..orm.models import Document
+from .conftest import models_on
 from .invariant import assert_no_committed_row_points_at_a_missing_object, committed_refs
 from .proxy import MARIADB_COMMIT, POSTGRES_COMMIT, FaultProxy
 
@@ -56,14 +54,8 @@ def database(request: pytest.FixtureRequest) -> str:
 @pytest.fixture
 def direct(database: str) -> Iterator[Engine]:
     """The server itself, with the test models' tables: for setting up and for checking."""
-    engine = server_engine(database)
-    Base.metadata.drop_all(engine)
-    Base.metadata.create_all(engine)
-    try:
+    with models_on(database) as engine:
         yield engine
-    finally:
-        Base.metadata.drop_all(engine)
-        engine.dispose()
 
 
 @pytest.fixture
@@ -81,17 +73,6 @@ def proxied(database: str, direct: Engine, proxy: FaultProxy) -> Iterator[Engine
     engine = create_engine(url, poolclass=NullPool)
     yield engine
     engine.dispose()
-
-
-@pytest.fixture
-def storage(local_backend: LocalStorageBackend, empty_host: PluginHost) -> Iterator[StorageManager]:
-    """The models' manager; replaced objects are deleted after commit (``delete_replaced``)."""
-    manager = make_manager(local_backend, empty_host, delete_replaced=True)
-    configure_storage_manager(Base, manager)
-    try:
-        yield manager
-    finally:
-        del Base.__storage_manager__  # type: ignore[attr-defined]
 
 
 @pytest.fixture

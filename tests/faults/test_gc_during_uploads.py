@@ -29,18 +29,15 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from granite_storage import (
-    PluginHost,
     StorageGarbageCollector,
     StorageManager,
     StoredObjectRef,
     iter_model_storage_refs,
     track_storage,
 )
-from granite_storage.orm import configure_storage_manager
-from granite_storage_local import LocalStorageBackend
 
-from ..orm.conftest import make_manager, server_engine
-from ..orm.models import Base, Document
+from ..orm.models import Document
+from .conftest import models_on
 from .invariant import (
     assert_no_committed_row_points_at_a_missing_object,
     assert_only_complete_objects,
@@ -59,24 +56,8 @@ def content(number: int) -> bytes:
 
 @pytest.fixture
 def postgres() -> Iterator[Engine]:
-    engine = server_engine("postgresql", pool_size=5, max_overflow=5)
-    Base.metadata.drop_all(engine)
-    Base.metadata.create_all(engine)
-    try:
+    with models_on("postgresql", pool_size=5, max_overflow=5) as engine:
         yield engine
-    finally:
-        Base.metadata.drop_all(engine)
-        engine.dispose()
-
-
-@pytest.fixture
-def storage(local_backend: LocalStorageBackend, empty_host: PluginHost) -> Iterator[StorageManager]:
-    manager = make_manager(local_backend, empty_host, delete_replaced=False)
-    configure_storage_manager(Base, manager)
-    try:
-        yield manager
-    finally:
-        del Base.__storage_manager__  # type: ignore[attr-defined]
 
 
 def age(root: Path, ref: StoredObjectRef) -> None:
