@@ -3,8 +3,8 @@
 The scenario runs a SeaweedFS of its own (:class:`granite_storage_s3.testing.SeaweedFS`). In each trial a
 thread stores a 24 MiB object through the manager (five 5 MiB parts: a multipart upload); once the
 first part has been read from the caller's stream, the server is killed at a random moment within
-the time the rest of an upload takes (measured first), and the upload fails (or had just completed). The server is then
-started again on the same data directory and ports, and the invariant is checked:
+the time the rest of an upload takes (measured first), and the upload fails (or had just completed).
+The server is then started again on the same data directory and ports, and the invariant is checked:
 
 * no object is visible at a final key unless it is complete: every object listed has the 24 MiB,
   and an upload that returned a reference reads back and verifies;
