@@ -27,7 +27,6 @@ import collections
 import contextlib
 import datetime
 import importlib.metadata
-import importlib.util
 import json
 import marshal
 import os
@@ -521,10 +520,11 @@ def resources(needs: set[str], workdir: Path) -> Iterator[Resources]:
 def s3_server(directory: Path) -> Iterator[dict[str, str]]:
     """A real S3 server with a fresh bucket: SeaweedFS started here, or ``GRANITE_TEST_S3_ENDPOINT``.
 
-    Reuses the S3 tests' launcher (``plugins/granite_storage_s3/tests/conftest.py``), so the
+    Uses the launcher the S3 plugin ships for tests (:mod:`granite_storage_s3.testing`), so the
     benchmarks start SeaweedFS exactly as the tests do.
     """
-    launcher = load_s3_test_launcher()
+    from granite_storage_s3 import testing as launcher
+
     with contextlib.ExitStack() as stack:
         endpoint = os.environ.get("GRANITE_TEST_S3_ENDPOINT")
         if endpoint:
@@ -536,7 +536,7 @@ def s3_server(directory: Path) -> Iterator[dict[str, str]]:
                 os.environ.get("GRANITE_TEST_S3_REGION", "us-east-1"),
                 f"granite-bench-{secrets.token_hex(4)}",
             )
-            launcher.wait_until_serving(server, None, None)
+            launcher.wait_until_serving(server)
         else:
             directory.mkdir(parents=True)
             server = stack.enter_context(launcher.seaweedfs(directory))
@@ -545,42 +545,15 @@ def s3_server(directory: Path) -> Iterator[dict[str, str]]:
         try:
             yield {
                 "name": server.name,
-                "endpoint_url": server.endpoint_url,
+                "endpoint_url": server.endpoint_url or "",
                 "access_key": server.access_key,
                 "secret_key": server.secret_key,
                 "region": server.region,
                 "bucket": server.bucket,
             }
         finally:
-            empty_bucket(client, server.bucket)
+            launcher.empty_bucket(client, server.bucket)
             client.delete_bucket(Bucket=server.bucket)
-
-
-def empty_bucket(client: Any, bucket: str) -> None:
-    """Abort the bucket's multipart uploads and delete its objects, 1,000 keys a request.
-
-    The S3 tests' ``empty_bucket`` deletes one key a request, which takes minutes for the garbage
-    collection scenario's 100,000 objects.
-    """
-    for page in client.get_paginator("list_multipart_uploads").paginate(Bucket=bucket):
-        for upload in page.get("Uploads", []):
-            client.abort_multipart_upload(Bucket=bucket, Key=upload["Key"], UploadId=upload["UploadId"])
-    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket):
-        keys = [{"Key": item["Key"]} for item in page.get("Contents", [])]
-        if keys:  # a page holds at most 1,000 keys, as many as one DeleteObjects request takes
-            client.delete_objects(Bucket=bucket, Delete={"Objects": keys, "Quiet": True})
-
-
-def load_s3_test_launcher() -> Any:
-    """The S3 tests' SeaweedFS launcher, loaded by file path (the tests are not a package)."""
-    path = ROOT / "plugins" / "granite_storage_s3" / "tests" / "conftest.py"
-    spec = importlib.util.spec_from_file_location("granite_s3_test_launcher", path)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def postgres_unreachable(url: str) -> str | None:

@@ -18,25 +18,24 @@ from collections.abc import Callable, Iterator
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import Engine, create_engine, select
+from sqlalchemy import Engine, create_engine
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import NullPool
 
 from granite_storage import (
-    PluginHost,
     StorageGarbageCollector,
     StorageManager,
     StoredObjectRef,
     iter_model_storage_refs,
     track_storage,
 )
-from granite_storage.orm import configure_storage_manager
-from granite_storage_local import LocalStorageBackend
 
-from ..orm.conftest import configured_url, make_manager, server_engine
-from ..orm.models import Base, Document
+from ..orm.conftest import configured_url
+from ..orm.models import Document
+from .conftest import models_on
+from .invariant import assert_no_committed_row_points_at_a_missing_object, committed_refs
 from .proxy import MARIADB_COMMIT, POSTGRES_COMMIT, FaultProxy
 
 TRIALS = 20
@@ -55,14 +54,8 @@ def database(request: pytest.FixtureRequest) -> str:
 @pytest.fixture
 def direct(database: str) -> Iterator[Engine]:
     """The server itself, with the test models' tables: for setting up and for checking."""
-    engine = server_engine(database)
-    Base.metadata.drop_all(engine)
-    Base.metadata.create_all(engine)
-    try:
+    with models_on(database) as engine:
         yield engine
-    finally:
-        Base.metadata.drop_all(engine)
-        engine.dispose()
 
 
 @pytest.fixture
@@ -83,36 +76,10 @@ def proxied(database: str, direct: Engine, proxy: FaultProxy) -> Iterator[Engine
 
 
 @pytest.fixture
-def storage(local_backend: LocalStorageBackend, empty_host: PluginHost) -> Iterator[StorageManager]:
-    """The models' manager; replaced objects are deleted after commit (``delete_replaced``)."""
-    manager = make_manager(local_backend, empty_host, delete_replaced=True)
-    configure_storage_manager(Base, manager)
-    try:
-        yield manager
-    finally:
-        del Base.__storage_manager__  # type: ignore[attr-defined]
-
-
-@pytest.fixture
 def sessions(proxied: Engine) -> sessionmaker[Session]:
     factory = sessionmaker(proxied)
     track_storage(factory)
     return factory
-
-
-def committed_refs(engine: Engine) -> dict[uuid.UUID, StoredObjectRef | None]:
-    """Each committed document's reference, read on a connection of its own."""
-    with Session(engine) as session:
-        return dict(session.execute(select(Document.id, Document._file_ref)).all())
-
-
-def assert_no_committed_row_points_at_a_missing_object(engine: Engine, manager: StorageManager) -> None:
-    missing = [
-        (doc_id, ref.location)
-        for doc_id, ref in committed_refs(engine).items()
-        if ref is not None and not manager.exists(ref)
-    ]
-    assert missing == []
 
 
 def committed_document(engine: Engine, title: str, content: bytes) -> tuple[uuid.UUID, StoredObjectRef]:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import importlib.util
 import json
 import os
 import signal
@@ -47,16 +46,8 @@ MIB = 1024 * 1024
 
 
 def _s3_launcher() -> Any:
-    """The S3 plugin tests' SeaweedFS launcher, loaded by file path (the tests are not a package)."""
-    pytest.importorskip("granite_storage_s3", reason="the S3 plugin is not installed")
-    path = ROOT / "plugins" / "granite_storage_s3" / "tests" / "conftest.py"
-    spec = importlib.util.spec_from_file_location("granite_s3_migration_launcher", path)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    """The SeaweedFS launcher the S3 plugin ships for tests (:mod:`granite_storage_s3.testing`)."""
+    return pytest.importorskip("granite_storage_s3.testing", reason="the S3 plugin is not installed")
 
 
 @pytest.fixture(scope="module")

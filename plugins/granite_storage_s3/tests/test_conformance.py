@@ -5,8 +5,7 @@ import pytest
 from granite_storage.testing import BackendConformanceSuite
 from granite_storage_s3 import S3StorageBackend
 from granite_storage_s3.backend import MIN_PART_SIZE
-
-from .conftest import S3Server
+from granite_storage_s3.testing import S3Server
 
 
 class TestS3ConformanceOnMoto(BackendConformanceSuite):

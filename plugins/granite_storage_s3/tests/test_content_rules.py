@@ -17,8 +17,7 @@ from granite_storage import (
 )
 from granite_storage_s3 import S3StorageBackend
 from granite_storage_s3.backend import MIN_PART_SIZE
-
-from .conftest import S3Server
+from granite_storage_s3.testing import S3Server
 
 # A 1x1 PNG image, and a page that would like to be one.
 PNG = bytes.fromhex(

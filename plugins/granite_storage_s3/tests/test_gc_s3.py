@@ -15,8 +15,8 @@ from granite_storage import (
     StoragePolicy,
     StoredObjectRef,
 )
+from granite_storage_s3.testing import S3Server
 
-from .conftest import S3Server
 from .test_s3_backend import operations, recording_backend
 
 

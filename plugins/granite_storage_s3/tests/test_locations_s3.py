@@ -17,8 +17,7 @@ from granite_storage import (
 )
 from granite_storage_local import LocalStorageBackend
 from granite_storage_s3 import S3StorageBackend
-
-from .conftest import S3Server
+from granite_storage_s3.testing import S3Server
 
 
 def store(manager: StorageManager, content: bytes) -> StoredObjectRef:

@@ -15,8 +15,7 @@ import pytest
 from granite_storage import ConfigurationError, PluginHost, StorageManager, StoragePolicy, StoredObjectRef
 from granite_storage_s3 import S3ObjectParameters, S3StorageBackend
 from granite_storage_s3.backend import MIN_PART_SIZE
-
-from .conftest import S3Server
+from granite_storage_s3.testing import S3Server
 
 SMALL = b"small object"
 LARGE = b"\x00" * MIN_PART_SIZE + b"tail"  # two parts of a 5 MiB multipart upload

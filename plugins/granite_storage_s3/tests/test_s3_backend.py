@@ -39,8 +39,7 @@ from granite_storage.headers import content_disposition
 from granite_storage.testing import FailingStream
 from granite_storage_s3 import S3StorageBackend
 from granite_storage_s3.backend import MIN_PART_SIZE
-
-from .conftest import SESSION, S3Server, free_ports
+from granite_storage_s3.testing import SESSION, S3Server, free_ports
 
 MIB = 1024 * 1024
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from .conftest import S3Server
+from granite_storage_s3.testing import S3Server
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/status")
 
