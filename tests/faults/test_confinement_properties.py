@@ -17,7 +17,7 @@ import io
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import boto3
 import pytest
@@ -229,22 +229,30 @@ def test_no_caller_value_moves_a_built_key_out_of_its_slot_on_local_disk(
 
 
 class S3World:
-    """A backend under the prefix ``app`` of a bucket that holds secrets beside it, and another bucket."""
+    """A backend under the prefix ``app`` of a bucket that holds secrets beside it, and another bucket.
+
+    Every request the backend's client sends is recorded (botocore's ``before-parameter-build``
+    event, which sees the bucket, key, prefix and batch of keys of each call), so that a check
+    proves no request, read or write, named anything outside the prefix. The secrets are compared
+    again when the module ends, through a client of their own.
+    """
 
     BUCKET = "confined"
     OTHER_BUCKET = "neighbour"
 
-    def __init__(self, client: S3Client) -> None:
-        self.client = client
+    def __init__(self, client: S3Client, observer: S3Client) -> None:
+        self.observer = observer
         for bucket in (self.BUCKET, self.OTHER_BUCKET):
-            client.create_bucket(Bucket=bucket)
+            observer.create_bucket(Bucket=bucket)
         for bucket, key in [
             (self.BUCKET, "secret"),
             (self.BUCKET, "app-secret"),
             (self.BUCKET, "other/app/secret"),
             (self.OTHER_BUCKET, "app/secret"),
         ]:
-            client.put_object(Bucket=bucket, Key=key, Body=SECRET)
+            observer.put_object(Bucket=bucket, Key=key, Body=SECRET)
+        self.requests: list[tuple[str, str, list[str]]] = []
+        client.meta.events.register("before-parameter-build.s3", self._record)
         self.backend = S3StorageBackend(bucket=self.BUCKET, prefix="app", client=client)
         self.manager = StorageManager(
             backends={"s3": self.backend},
@@ -259,9 +267,14 @@ class S3World:
         )
         self.outside = self.snapshot_outside()
 
+    def _record(self, params: dict[str, Any], model: Any, **_: Any) -> None:
+        names = [params[field] for field in ("Key", "Prefix", "KeyMarker") if params.get(field)]
+        names += [item["Key"] for item in params.get("Delete", {}).get("Objects", [])]
+        self.requests.append((model.name, params.get("Bucket", ""), names))
+
     def _objects(self, bucket: str) -> dict[str, str]:
         found = {}
-        for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+        for page in self.observer.get_paginator("list_objects_v2").paginate(Bucket=bucket):
             for item in page.get("Contents", []):
                 found[item["Key"]] = item["ETag"]
         return found
@@ -271,19 +284,26 @@ class S3World:
         return {self.BUCKET: outside, self.OTHER_BUCKET: self._objects(self.OTHER_BUCKET)}
 
     def check(self) -> None:
+        """Every request since the last check named the bucket, and only keys under ``app/``."""
+        requests, self.requests = self.requests, []
+        for operation, bucket, names in requests:
+            assert bucket == self.BUCKET, f"{operation} reached bucket {bucket!r}"
+            for name in names:
+                assert name.startswith("app/"), f"{operation} named {name!r}, outside the prefix"
+
+    def check_secrets(self) -> None:
         assert self.snapshot_outside() == self.outside, "something outside the prefix changed"
 
 
 @pytest.fixture(scope="module")
 def s3_world() -> Iterator[S3World]:
     with mock_aws():
-        client = boto3.client(
-            "s3",
-            region_name="us-east-1",
-            aws_access_key_id="testing",
-            aws_secret_access_key="testing",
+        session = boto3.session.Session(
+            region_name="us-east-1", aws_access_key_id="testing", aws_secret_access_key="testing"
         )
-        yield S3World(client)
+        world = S3World(session.client("s3"), observer=session.client("s3"))
+        yield world
+        world.check_secrets()
 
 
 @PROPERTY_SETTINGS
@@ -307,3 +327,13 @@ def test_no_caller_value_moves_a_built_key_out_of_its_slot_on_s3(
 ) -> None:
     exercise_filenames(s3_world.manager, model, entity, filename)
     s3_world.check()
+
+
+def test_the_s3_request_record_sees_a_request_outside_the_prefix(s3_world: S3World) -> None:
+    s3_world.check()
+    s3_world.backend.client.list_objects_v2(Bucket=S3World.BUCKET, Prefix="other/")
+    with pytest.raises(AssertionError, match="outside the prefix"):
+        s3_world.check()
+    s3_world.backend.client.head_bucket(Bucket=S3World.OTHER_BUCKET)
+    with pytest.raises(AssertionError, match="reached bucket 'neighbour'"):
+        s3_world.check()
