@@ -62,9 +62,10 @@ _TOKEN_BYTES = 16  # 128 random bits per object
 #: How many leading hex digits of the token name the fan-out directory of the ``"fanout"`` layout:
 #: 2 digits, 256 directories per slot field (10 million objects leave about 39,000 in each).
 FANOUT_DIGITS = 2
-#: The key layouts built in, by the name :attr:`StoragePolicy.key_layout
-#: <granite_storage.StoragePolicy.key_layout>` takes.
+#: The name of a built-in key layout, as :attr:`StoragePolicy.key_layout
+#: <granite_storage.StoragePolicy.key_layout>` takes it.
 KeyLayout: TypeAlias = Literal["fanout", "entity"]
+#: Every built-in key layout's name, the default (``"fanout"``) first.
 KEY_LAYOUTS: tuple[KeyLayout, ...] = ("fanout", "entity")
 _WINDOWS_DEVICES = frozenset(
     ["CON", "PRN", "AUX", "NUL", "CONIN$", "CONOUT$"]
