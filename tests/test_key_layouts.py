@@ -126,7 +126,7 @@ def test_the_layout_is_chosen_in_configuration(storage_root: Path, plugin_host: 
 
 def test_an_unknown_layout_is_a_configuration_error() -> None:
     with pytest.raises(ConfigurationError, match=r"key_layout must be one of \['fanout', 'entity'\]"):
-        StoragePolicy("documents", backend_key="local", key_layout="flat")  # type: ignore[arg-type]
+        StoragePolicy("documents", backend_key="local", key_layout="flat")
 
 
 # -- key naming as a hook -----------------------------------------------------------------------------

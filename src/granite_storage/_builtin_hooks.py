@@ -14,7 +14,7 @@ BUILTIN_PLUGIN_NAME = "granite_storage.builtin"
 
 @hookimpl(trylast=True)
 def granite_storage_object_key(request: ObjectKeyRequest) -> str:
-    """The key of the policy's :attr:`~granite_storage.StoragePolicy.key_layout`."""
+    """The key of the policy's ``key_layout``."""
     if request.policy.key_layout == "entity":
         return entity_object_key(request)
     return fanout_object_key(request)

@@ -106,7 +106,7 @@ def granite_storage_object_key(request: ObjectKeyRequest) -> str | None:
 
     Stops at the first non-None result. The built-in implementation is ``trylast`` (every plugin
     implementation not itself marked ``trylast`` runs before it) and follows the policy's
-    :attr:`~granite_storage.StoragePolicy.key_layout` (``"fanout"`` or ``"entity"``, see
+    ``key_layout`` (``"fanout"`` or ``"entity"``, see
     :mod:`granite_storage.keys`), so a plugin only answers for the slots it wants to name, e.g.
     ``if request.storage_key != "invoices": return None``. A
     :class:`~granite_storage.StorageError` an implementation raises (such as

@@ -6,8 +6,8 @@ can change their shape. Keys that arrive from elsewhere (a database row, a backe
 :func:`~granite_storage.hookspecs.granite_storage_object_key`) are checked by :func:`validate_key` before
 any backend acts on them.
 
-Two layouts are built in, chosen per slot by :attr:`StoragePolicy.key_layout
-<granite_storage.StoragePolicy.key_layout>`:
+Two layouts are built in, chosen per slot by the ``key_layout`` of its
+:class:`~granite_storage.StoragePolicy`:
 
 ``"fanout"`` (the default, :func:`fanout_object_key`)
     ``<prefix>/<model>/<field>/<first 2 hex digits of the token>/<token><.ext>``: no entity id, so an
@@ -27,7 +27,7 @@ import re
 import secrets
 import unicodedata
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal, TypeAlias
+from typing import TYPE_CHECKING
 
 from granite_storage.errors import InvalidKeyError, UnsavedEntityError
 
@@ -38,7 +38,6 @@ __all__ = [
     "FANOUT_DIGITS",
     "KEY_LAYOUTS",
     "MAX_KEY_LENGTH",
-    "KeyLayout",
     "ObjectKeyRequest",
     "build_object_key",
     "entity_object_key",
@@ -62,11 +61,9 @@ _TOKEN_BYTES = 16  # 128 random bits per object
 #: How many leading hex digits of the token name the fan-out directory of the ``"fanout"`` layout:
 #: 2 digits, 256 directories per slot field (10 million objects leave about 39,000 in each).
 FANOUT_DIGITS = 2
-#: The name of a built-in key layout, as :attr:`StoragePolicy.key_layout
-#: <granite_storage.StoragePolicy.key_layout>` takes it.
-KeyLayout: TypeAlias = Literal["fanout", "entity"]
-#: Every built-in key layout's name, the default (``"fanout"``) first.
-KEY_LAYOUTS: tuple[KeyLayout, ...] = ("fanout", "entity")
+#: Every built-in key layout's name, the default (``"fanout"``) first: the values of a policy's
+#: ``key_layout``.
+KEY_LAYOUTS: tuple[str, ...] = ("fanout", "entity")
 _WINDOWS_DEVICES = frozenset(
     ["CON", "PRN", "AUX", "NUL", "CONIN$", "CONOUT$"]
     + [f"{port}{number}" for port in ("COM", "LPT") for number in range(1, 10)]

@@ -8,7 +8,7 @@ from dataclasses import KW_ONLY, dataclass, field
 
 from granite_storage._sniffing import allowed_type_patterns
 from granite_storage.errors import ConfigurationError, InvalidKeyError
-from granite_storage.keys import KEY_LAYOUTS, KeyLayout, sanitize_segment, validate_key
+from granite_storage.keys import KEY_LAYOUTS, sanitize_segment, validate_key
 from granite_storage.streams import is_size_limit
 
 __all__ = ["StorageLocation", "StoragePolicy", "parse_size"]
@@ -107,7 +107,7 @@ class StoragePolicy:
     delete_replaced: bool = False
     previous_locations: Sequence[StorageLocation] = field(default=())
     allowed_types: Sequence[str] | None = None
-    key_layout: KeyLayout = "fanout"
+    key_layout: str = "fanout"
 
     def __post_init__(self) -> None:
         for name in ("storage_key", "backend_key"):

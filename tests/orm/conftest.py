@@ -24,7 +24,6 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import DBAPIError
 
 from granite_storage import PluginHost, StorageBackend, StorageManager, StoragePolicy
-from granite_storage.keys import KeyLayout
 from granite_storage.orm import configure_storage_manager, enable_sqlite_savepoints
 from granite_storage_local import LocalStorageBackend
 
@@ -145,7 +144,7 @@ def orm_manager(local_backend: LocalStorageBackend, empty_host: PluginHost) -> S
 
 
 def make_manager(
-    backend: StorageBackend, plugins: PluginHost, *, delete_replaced: bool, key_layout: KeyLayout = "fanout"
+    backend: StorageBackend, plugins: PluginHost, *, delete_replaced: bool, key_layout: str = "fanout"
 ) -> StorageManager:
     """The test slots; ``key_layout`` applies to every slot."""
     mib = 1024 * 1024
