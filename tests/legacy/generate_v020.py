@@ -24,49 +24,20 @@ import random
 import re
 import shutil
 import tempfile
-import uuid
 from pathlib import Path
 from typing import Any
 
+from models import Base, Document, User  # this directory's models.py: the script runs from here
 from sqlalchemy import create_engine, select
-from sqlalchemy.dialects.postgresql import UUID
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+from sqlalchemy.orm import Session
 
-from granite_storage import (
-    StorageManager,
-    StoragePolicy,
-    StoredContentMixin,
-    StoredObjectRef,
-    StoredObjectRefType,
-)
+from granite_storage import StorageManager, StoragePolicy, StoredObjectRef
 from granite_storage_local import LocalStorageBackend
 
 HERE = Path(__file__).resolve().parent
 MIB = 1024 * 1024
 LAYOUT = re.compile(r"[^/]+/(document|user)/[^/]+/(file_ref|avatar)/[0-9a-f]{32}(\.[a-z0-9]+)?")
 CONFIGURATIONS = {"local_key_prefix": ("avatars", "docs"), "local_no_key_prefix": (None, None)}
-
-
-class Base(DeclarativeBase):
-    pass
-
-
-class Document(StoredContentMixin, Base):
-    __tablename__ = "document"
-    __stored_content_field_name__ = "_file_ref"
-    __stored_content_storage_key__ = "documents"
-
-    id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True, default=uuid.uuid4)
-    title: Mapped[str] = mapped_column()
-    _file_ref: Mapped[StoredObjectRef | None] = mapped_column(StoredObjectRefType(), nullable=True)
-
-
-class User(Base):
-    __tablename__ = "users"
-
-    id: Mapped[int] = mapped_column(primary_key=True)
-    name: Mapped[str] = mapped_column()
-    avatar: Mapped[StoredObjectRef | None] = mapped_column(StoredObjectRefType(), nullable=True)
 
 
 def content(label: str, size: int) -> bytes:
