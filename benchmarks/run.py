@@ -1034,6 +1034,9 @@ def parse_arguments() -> argparse.Namespace:
         "--scenarios",
         help="comma-separated scenario numbers (default: all but 0, the A/A noise floor)",
     )
+    parser.add_argument(
+        "--only", help="run only the selected rows whose title contains this text (e.g. 'ORM store')"
+    )
     parser.add_argument("--repetitions", type=int, help="repetitions per side (default: by BENCH_SIZE)")
     parser.add_argument(
         "--profile", action="store_true", help="profile the granite-storage side of every scenario run"
@@ -1063,6 +1066,8 @@ def main() -> int:
         selected = [scenario for scenario in every if scenario.number in wanted]
     else:
         selected = [scenario for scenario in every if scenario.default]
+    if arguments.only:
+        selected = [scenario for scenario in selected if arguments.only in scenario.title]
 
     started = datetime.datetime.now(datetime.UTC)
     workdir = RESULTS_DIR / "tmp" / f"run-{os.getpid()}"

@@ -6,7 +6,7 @@ Until issue 15, 0.2.0 named every key ``<prefix>/<model>/<entity id>/<field>/<to
 script must run under a checkout of that code (the integration branch before issue 15 merged, e.g. the
 main worktree's virtualenv), never under this branch::
 
-    /work/main/.venv/bin/python tests/legacy/generate_v020.py
+    <checkout before issue 15>/.venv/bin/python tests/legacy/generate_v020.py
 
 It writes, under ``tests/legacy/v020/<name>/``, the files ``v010/`` has (see ``v010/README.md``):
 ``config.json``, ``app.db`` (the seed's ``Document`` model and a ``users`` table whose ``avatar`` holds
