@@ -63,8 +63,8 @@ def test_the_default_layout_ignores_an_entity_id_given_by_a_seed_style_call(
     storage_root: Path, empty_host: PluginHost
 ) -> None:
     manager = make_manager(storage_root, empty_host)
-    key = put(manager, entity_id="42")
-    assert "/42/" not in key
+    key = put(manager, entity_id="row-42")
+    assert "row-42" not in key
     assert key.startswith("docs/document/file/")
 
 
