@@ -520,7 +520,7 @@ MEASUREMENTS: dict[str, Callable[[dict[str, Any]], Result]] = {
 
 #: Measurements that live in modules of their own, by name prefix: each module has a ``MEASUREMENTS``
 #: mapping of its own and imports its helpers from this one (as ``measure``).
-MODULES = {"orm-": "orm_objects", "gc-": "gc_listing", "migrate-": "migrate_copy"}
+MODULES = {"orm-": "orm_objects", "gc-": "gc_listing", "migrate-": "migrate_copy", "fill-": "fill_field"}
 
 
 def find(name: str) -> Callable[[dict[str, Any]], Result]:

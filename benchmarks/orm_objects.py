@@ -5,8 +5,11 @@ own under the row's ``root``) and the same database (SQLite: a file of its own u
 PostgreSQL: a table of its own in the server's database):
 
 * granite-storage: a ``StoredContentMixin`` model with a ``StoredObjectRefType`` column, a manager with
-  the local backend, and ``track_storage(sessionmaker)``. Per file: add the row, flush (the key needs
-  the primary key), ``set_content(data, filename=...)``, commit.
+  the local backend (the default key layout), and ``track_storage(sessionmaker)``. Per file: create the
+  row, ``set_content(data, filename=...)``, add, commit (one INSERT carrying the reference). With
+  ``params["flow"] == "flush-first"``, the seed's flow instead: add the row, flush,
+  ``set_content``, commit; with ``params["key_layout"] == "entity"``, the slot's keys hold the row's
+  id (two new directories per row), which needs that flow.
 * sqlalchemy-file: a ``FileField`` column, its ``StorageManager`` with a libcloud ``LocalStorageDriver``
   container (its defaults: lock files, a ``.metadata.json`` sidecar per file). Per file: add a row
   holding ``File(content=data, filename=...)``, commit (the upload happens in the flush).
@@ -164,8 +167,11 @@ class GraniteSide(Side):
     def __init__(self, params: dict[str, Any], operation: str, *, clear: bool) -> None:
         from granite_storage import track_storage
 
+        self.key_layout = params.get("key_layout", "fanout")
         super().__init__(params, operation, clear=clear)
         track_storage(self.session_factory)
+        if params.get("flow") == "flush-first":
+            self.store = self.store_flush_first  # type: ignore[method-assign]
 
     def declare(self, table: str) -> tuple[Any, Any]:
         from sqlalchemy import Integer, String
@@ -176,7 +182,9 @@ class GraniteSide(Side):
         manager = StorageManager.from_config(
             {
                 "backends": {"disk": {"type": "local", "root": self.root}},
-                "policies": {"documents": {"backend": "disk", "key_prefix": "documents"}},
+                "policies": {
+                    "documents": {"backend": "disk", "key_prefix": "documents", "key_layout": self.key_layout}
+                },
             }
         )
         self.backend_root = str(manager.backend("disk").root)  # type: ignore[attr-defined]
@@ -199,8 +207,16 @@ class GraniteSide(Side):
     def store(self, session_factory: sessionmaker[Session], index: int, data: bytes) -> None:
         with session_factory() as session:
             document = self.model(name=filename(index))
+            document.set_content(data, filename=filename(index))
             session.add(document)
-            session.flush()  # the object key needs the primary key
+            session.commit()
+
+    def store_flush_first(self, session_factory: sessionmaker[Session], index: int, data: bytes) -> None:
+        """The seed's flow: the row is flushed (INSERT) before its content is stored (UPDATE)."""
+        with session_factory() as session:
+            document = self.model(name=filename(index))
+            session.add(document)
+            session.flush()
             document.set_content(data, filename=filename(index))
             session.commit()
 
@@ -210,33 +226,6 @@ class GraniteSide(Side):
 
     def path(self, row: Any) -> str:
         return os.path.join(self.backend_root, *row.content_ref.location.split("/"))
-
-    def made_directory(self, entity_id: int) -> str:
-        """The directory the key layout (``documents/<table>/<id>/file_ref/<token>``) gives a row."""
-        from granite_storage.keys import build_object_key
-
-        key = build_object_key(
-            "documents", model_name=self.model.__tablename__, entity_id=str(entity_id), field_name="file_ref"
-        )
-        return os.path.join(self.backend_root, *key.split("/")[:-1])
-
-    def make_directories(self, count: int) -> None:
-        """Diagnosis, before the clock: make the two directories per row that the key layout needs.
-
-        A fresh table numbers its rows from 1, so the rows to come are ``1..count``.
-        """
-        for entity_id in range(1, count + 1):
-            os.makedirs(self.made_directory(entity_id))
-
-    def check_made_directories_used(self) -> None:
-        """Every file went into a directory made beforehand (else the diagnosis measured nothing)."""
-        from sqlalchemy.orm import Session
-
-        with Session(self.engine) as session:
-            for row in self.rows(session):
-                path = self.path(row)
-                if os.path.dirname(path) != self.made_directory(row.id):
-                    raise RuntimeError(f"{path} is not in a directory made beforehand")
 
 
 class SqlalchemyFileSide(Side):
@@ -388,16 +377,10 @@ def measure_store(library: str, params: dict[str, Any]) -> Result:
     files = contents(params["count"])
     reset_table(side.engine, side.base)
     connect(side.engine)
-    # A diagnosis of granite-storage's key layout; the peer of such a row stores as always.
-    premade = side if isinstance(side, GraniteSide) and params.get("premade_directories") else None
-    if premade:
-        premade.make_directories(len(files))
     os.sync()  # the cleared directory and table are on disk before the clock starts
     with Clock(params) as clock:
         store_all(side, files)
     stored = stored_checksum(side, len(files))
-    if premade:
-        premade.check_made_directories_used()
     result = clock.result(len(files) * FILE_SIZE, count=len(files), checksum=stored)
     if params["database"] != "sqlite":
         side.base.metadata.drop_all(side.engine)  # the server keeps no benchmark tables

@@ -76,6 +76,9 @@ class Size:
     migrate_large_objects: int
     migrate_large_bytes: int
     migrate_repetitions: int
+    #: Scenario 8: 4 KiB files stored into one slot field, the last ``fill_objects // 10`` timed.
+    fill_objects: int
+    fill_repetitions: int
 
 
 SIZES = {
@@ -94,6 +97,8 @@ SIZES = {
         migrate_large_objects=2,
         migrate_large_bytes=10 * MIB,
         migrate_repetitions=1,
+        fill_objects=200,
+        fill_repetitions=1,
     ),
     "quick": Size(
         "quick",
@@ -109,6 +114,8 @@ SIZES = {
         migrate_large_objects=4,
         migrate_large_bytes=32 * MIB,
         migrate_repetitions=3,
+        fill_objects=10_000,
+        fill_repetitions=3,
     ),
     "full": Size(
         "full",
@@ -124,6 +131,8 @@ SIZES = {
         migrate_large_objects=4,
         migrate_large_bytes=256 * MIB,
         migrate_repetitions=3,
+        fill_objects=100_000,
+        fill_repetitions=5,
     ),
 }
 
@@ -256,6 +265,7 @@ def scenarios(size: Size) -> list[Scenario]:
         ),
     ]
     rows += orm_scenarios(size)
+    rows += [fill_scenario(size)]
     rows += gc_scenarios(size)
     rows += migrate_scenarios(size)
     rows += [
@@ -304,7 +314,7 @@ def orm_scenarios(size: Size) -> list[Scenario]:
     }
     operations = {
         "store": (
-            "add the row, flush, set_content(data, filename=...), commit; one transaction per file, "
+            "create the row, set_content(data, filename=...), add, commit; one transaction per file, "
             "session tracking on",
             "add a row holding the library's file object, commit; one transaction per file",
             None,
@@ -342,8 +352,8 @@ def orm_scenarios(size: Size) -> list[Scenario]:
                         warm_up=operation == "read" or size.small_objects < 10_000,
                     )
                 )
-        # Not a target: what the key layout's two new directories per row (model/<id>/file_ref/)
-        # cost granite-storage's store, against the faster peer, which writes one flat directory.
+        # The seed's flow (add, flush, store, commit: an UPDATE after the INSERT), kept visible; and,
+        # only with --scenarios 4, the opt-in key layout with the entity id, which needs that flow.
         store = next(
             row
             for row in rows
@@ -351,19 +361,61 @@ def orm_scenarios(size: Size) -> list[Scenario]:
             and row.params["database"] == database
             and row.baseline_title == "advanced-alchemy"
         )
-        rows.append(
-            replace(
-                store,
-                title=f"{store.title}, directories made beforehand",
-                description=f"{store.description}; each row's two directories of the key layout made "
-                "before the clock starts: what they cost. Only with --scenarios 4",
-                ratio_target=None,
-                ratio_target_note="",
-                params={**store.params, "premade_directories": True},
-                default=False,
+        for flow_title, flow_description, extra_params, default in (
+            (
+                "the seed's flush-first flow",
+                "add the row, flush, set_content(data, filename=...), commit (the seed's flow: an "
+                "UPDATE after the INSERT)",
+                {"flow": "flush-first"},
+                True,
+            ),
+            (
+                "key_layout='entity', flush-first flow",
+                "the slot's key_layout='entity' (prefix/model/<id>/field/token: two new directories "
+                "per row), add, flush, set_content, commit. Only with --scenarios 4",
+                {"flow": "flush-first", "key_layout": "entity"},
+                False,
+            ),
+        ):
+            rows.append(
+                replace(
+                    store,
+                    title=f"{store.title}, {flow_title}",
+                    description=f"{size.small_objects:,} files of 4 KiB through a StoredContentMixin model "
+                    f"and a local backend on {databases[database][0]}: {flow_description}; one "
+                    "transaction per file, session tracking on",
+                    ratio_target=None,
+                    ratio_target_note="",
+                    params={**store.params, **extra_params},
+                    default=default,
+                )
             )
-        )
     return rows
+
+
+def fill_scenario(size: Size) -> Scenario:
+    """Scenario 8: the last stores into a slot field of ``fill_objects`` files against the first ones.
+
+    The measurements are in ``benchmarks/fill_field.py``.
+    """
+    window = size.fill_objects // 10
+    return Scenario(
+        8,
+        f"fill one slot field, {size.fill_objects:,} x 4 KiB",
+        f"StorageManager.put_bytes of the last {window:,} of {size.fill_objects:,} files of 4 KiB into "
+        "one slot field (one model, one field) of a local backend, default key layout",
+        candidate="fill-last",
+        baseline="fill-first",
+        baseline_title=f"first {window:,} stores",
+        baseline_description=f"the same {window:,} put_bytes calls into the same slot field, empty",
+        unit="files/s",
+        ratio_target=0.9,
+        ratio_target_note="within 10%: no slowdown as the field's directories fill",
+        prepare="fill-prepare",
+        params={"objects": size.fill_objects, "window": window},
+        repetitions=size.fill_repetitions,
+        warm_up=size.fill_objects < 100_000,
+    )
 
 
 def gc_scenarios(size: Size) -> list[Scenario]:
@@ -723,6 +775,22 @@ def run_scenario(
         # cheaper): the library's own cost (Python code, hashing), without the kernel's page-cache
         # work, which varies from run to run on a VM. A diagnosis, not a target.
         "user_cpu_ratio": {**spread(user_ratios), "pairs": user_ratios} if user_ratios else None,
+        # User-space CPU per file (microseconds, median of the repetitions) where the sides count files.
+        "user_cpu_per_file_us": (
+            {
+                side: statistics.median(
+                    float(sample["cpu_seconds"]["user"]) / sample["count"] * 1e6 for sample in samples[side]
+                )
+                for side in sides
+            }
+            if all(sample.get("count") for sample in samples["candidate"] + samples["baseline"])
+            else None
+        ),
+        # Scenario 8: the entry count of the largest directory with the slot field full.
+        "largest_directory_entries": max(
+            (sample.get("largest_directory_entries", 0) for sample in samples["candidate"]), default=0
+        )
+        or None,
         "peak_rss_growth_kib": {"resident": memory, "maxrss": maxrss},
         # The process's whole peak (VmHWM), interpreter and imports included: the worst repetition.
         "peak_rss_kib": peak,
@@ -859,12 +927,13 @@ def render(report: dict[str, Any]) -> str:
         "baseline",
         "best/best",
         "user CPU",
+        "user CPU / file g / b",
         "peak RSS growth g / b",
     ]
     rows = [header]
     for s in report["scenarios"]:
         if "skipped" in s:
-            rows.append([str(s["number"]), s["title"], s["baseline_title"], "skipped", *[""] * 5])
+            rows.append([str(s["number"]), s["title"], s["baseline_title"], "skipped", *[""] * 6])
             continue
         unit = s["unit"]
         memory = s["peak_rss_growth_kib"]["resident"]
@@ -878,10 +947,17 @@ def render(report: dict[str, Any]) -> str:
                 _figure(s["baseline"], unit),
                 f"{s['best_ratio']:.2f}x",
                 f"{s['user_cpu_ratio']['median']:.2f}x" if s["user_cpu_ratio"] else "-",
+                _per_file(s.get("user_cpu_per_file_us")),
                 f"{memory['candidate'] / 1024:.1f} / {memory['baseline'] / 1024:.1f} MiB",
             ]
         )
     lines += _markdown_table(rows)
+    for s in report["scenarios"]:
+        if s.get("largest_directory_entries"):
+            lines.append(
+                f"{s['number']} {s['title']}: the largest directory holds {s['largest_directory_entries']:,} "
+                "entries with the field full."
+            )
     lines += ["", "Targets (issue 7):", ""]
     target_rows = [["#", "scenario", "target", "measured", "met", "note"]]
     for s in report["scenarios"]:
@@ -899,6 +975,10 @@ def render(report: dict[str, Any]) -> str:
         lines += ["", "Profiles of the granite-storage side (--profile, or a missed ratio target):"]
         lines += [f"  {path}" for path in report["profiles"]]
     return "\n".join(lines)
+
+
+def _per_file(figures: dict[str, float] | None) -> str:
+    return f"{figures['candidate']:.0f} / {figures['baseline']:.0f} µs" if figures else "-"
 
 
 def _figure(side: dict[str, float], unit: str) -> str:
@@ -926,6 +1006,9 @@ def parse_arguments() -> argparse.Namespace:
     parser.add_argument(
         "--scenarios",
         help="comma-separated scenario numbers (default: all but 0, the A/A noise floor)",
+    )
+    parser.add_argument(
+        "--only", help="run only the selected rows whose title contains this text (e.g. 'ORM store')"
     )
     parser.add_argument("--repetitions", type=int, help="repetitions per side (default: by BENCH_SIZE)")
     parser.add_argument(
@@ -956,6 +1039,8 @@ def main() -> int:
         selected = [scenario for scenario in every if scenario.number in wanted]
     else:
         selected = [scenario for scenario in every if scenario.default]
+    if arguments.only:
+        selected = [scenario for scenario in selected if arguments.only in scenario.title]
 
     started = datetime.datetime.now(datetime.UTC)
     workdir = RESULTS_DIR / "tmp" / f"run-{os.getpid()}"

@@ -106,7 +106,7 @@ def test_the_seed_example_works_as_written(tmp_path: Path, monkeypatch: pytest.M
     assert (ref.storage_key, ref.backend, ref.size) == ("avatars", "local", len(jpeg))
     assert ref.checksum == "sha256:" + hashlib.sha256(jpeg).hexdigest()
     assert (ref.content_type, ref.original_filename) == ("image/jpeg", "photo.jpg")
-    assert re.fullmatch(r"avatars/user/42/avatar/[0-9a-f]{32}\.jpg", ref.location)
+    assert re.fullmatch(r"avatars/user/avatar/([0-9a-f]{2})/\1[0-9a-f]{30}\.jpg", ref.location)
     assert (tmp_path / "var" / "storage" / ref.location).read_bytes() == jpeg
 
     manager.delete(ref)
@@ -649,7 +649,7 @@ def test_a_non_ascii_content_type_is_refused(manager: StorageManager) -> None:
 # -- keys -------------------------------------------------------------------------------------------
 
 
-def test_keys_are_prefix_model_entity_field_and_a_token(manager: StorageManager) -> None:
+def test_keys_are_prefix_model_field_fanout_and_a_token(manager: StorageManager) -> None:
     ref = manager.put_bytes(
         storage_key="documents",
         model_name="invoice",
@@ -658,9 +658,11 @@ def test_keys_are_prefix_model_entity_field_and_a_token(manager: StorageManager)
         content=b"%PDF",
         original_filename="scan.pdf",
     )
-    prefix, model, entity, field, token = ref.location.split("/")
-    assert (prefix, model, entity, field) == ("docs", "invoice", "1234", "scan")
+    prefix, model, field, fanout, token = ref.location.split("/")
+    assert (prefix, model, field) == ("docs", "invoice", "scan")
     assert TOKEN.match(token)
+    assert token.startswith(fanout)
+    assert len(fanout) == 2
 
 
 def test_keys_carry_at_least_96_random_bits(manager: StorageManager) -> None:

@@ -174,7 +174,7 @@ def store_and_read_back(manager: StorageManager) -> None:
     )
     assert manager.get(ref) == b"%PDF-1.7 ..."
     assert ref.backend == "files"
-    assert ref.location.startswith("docs/document/1/file/")
+    assert ref.location.startswith("docs/document/file/")
 
 
 def test_from_config_mapping_builds_backends_by_registered_type_name(

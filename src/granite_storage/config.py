@@ -14,6 +14,7 @@
     # where existing references may still point after a move; a prefix defaults to the slot's own
     previous_locations = [{ backend = "old-files" }, { backend = "old-files", prefix = "document" }]
     allowed_types = ["application/pdf"]  # the types its content may be, read from the bytes
+    key_layout = "entity"     # keys that hold the row's id; the default "fanout" needs none
 
 Relative paths in backend options are passed through unchanged, so they are relative to the process's
 working directory, as with any path the application opens.
@@ -45,6 +46,7 @@ _POLICY_OPTIONS = {
     "delete_replaced",
     "previous_locations",
     "allowed_types",
+    "key_layout",
 }
 _LOCATION_OPTIONS = {"backend", "prefix"}
 
@@ -124,6 +126,7 @@ def build_policies(config: Mapping[str, Any]) -> dict[str, StoragePolicy]:
             delete_replaced=options.get("delete_replaced", False),
             previous_locations=_locations(storage_key, options.get("previous_locations", ())),
             allowed_types=options.get("allowed_types"),
+            key_layout=options.get("key_layout", "fanout"),
         )
     return policies
 

@@ -28,7 +28,8 @@ too, so code that already handles ``FileNotFoundError`` or ``PermissionError`` k
     ├── UnsupportedOperationError (NotImplementedError)
     │                                 the backend cannot do this (e.g. a local disk has no URLs)
     ├── IncompleteUploadError         a backend returned before reading its whole stream
-    └── UnsavedEntityError            a model instance has no primary key to file its content under
+    └── UnsavedEntityError            a model instance has no primary key, and its slot's key layout
+                                      files content under it
 
 Errors that wrap a foreign exception (an ``OSError`` from the disk, an import failure in a plugin) are
 raised ``from`` it, so the original stays on ``__cause__``.
@@ -188,8 +189,9 @@ class UnsupportedOperationError(StorageError, NotImplementedError):
 
 
 class UnsavedEntityError(StorageError):
-    """A model instance has no primary key yet, so its content has no key to be stored under.
+    """A model instance has no primary key yet, and its slot's key layout needs one.
 
-    Object keys include the entity's primary key. Add the instance to a session and ``flush()``
-    before storing content (database-generated and ``default=`` keys are assigned at flush).
+    Raised only for a slot with ``key_layout="entity"`` (keys that hold the entity id): add the
+    instance to a session and ``flush()`` before storing content (database-generated and
+    ``default=`` keys are assigned at flush). The default layout needs no primary key.
     """

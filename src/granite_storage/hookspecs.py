@@ -21,6 +21,7 @@ from granite_storage._markers import hookspec
 
 if TYPE_CHECKING:
     from granite_storage.backend import StorageBackend
+    from granite_storage.keys import ObjectKeyRequest
     from granite_storage.manager import StorageManager
     from granite_storage.policy import StoragePolicy
     from granite_storage.refs import StoredObjectRef
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
 __all__ = [
     "RegisterBackend",
     "granite_storage_cleanup_failed",
+    "granite_storage_object_key",
     "granite_storage_register_backends",
     "granite_storage_resolve_policy",
 ]
@@ -82,6 +84,35 @@ def granite_storage_resolve_policy(storage_key: str, manager: StorageManager) ->
     storage key the manager was configured with. If an implementation raises, or returns something
     other than a policy or ``None``, the manager raises :class:`~granite_storage.PluginError` (a
     :class:`~granite_storage.ConfigurationError`) naming the plugin, chained to what it raised.
+    """
+
+
+@hookspec(firstresult=True)
+def granite_storage_object_key(request: ObjectKeyRequest) -> str | None:
+    """Name the key of a new object: return a key, or ``None`` to pass.
+
+    Called once for every object stored (:meth:`StorageManager.put_stream
+    <granite_storage.StorageManager.put_stream>`, :meth:`~granite_storage.StorageManager.put_bytes`
+    and the model API), before anything is stored. ``request`` (a
+    :class:`~granite_storage.keys.ObjectKeyRequest`) describes the object: the slot's policy, the
+    model and field names, the entity id if known (``None`` for an instance not flushed yet) and the
+    original filename, all as the caller gave them: sanitise what goes into the key
+    (:func:`~granite_storage.keys.sanitize_segment`, :func:`~granite_storage.keys.safe_extension`).
+
+    The key must be fresh (an existing object at it would be replaced; include
+    :func:`~granite_storage.keys.new_token`), valid (:func:`~granite_storage.keys.validate_key`) and
+    inside the slot's prefix (``request.prefix + "/..."``). The manager checks the last two and
+    raises :class:`~granite_storage.PluginError` naming the plugin otherwise; nothing is stored then.
+
+    Stops at the first non-None result. The built-in implementation is ``trylast`` (every plugin
+    implementation not itself marked ``trylast`` runs before it) and follows the policy's
+    ``key_layout`` (``"fanout"`` or ``"entity"``, see
+    :mod:`granite_storage.keys`), so a plugin only answers for the slots it wants to name, e.g.
+    ``if request.storage_key != "invoices": return None``. A
+    :class:`~granite_storage.StorageError` an implementation raises (such as
+    :class:`~granite_storage.UnsavedEntityError` for a layout that needs the entity id) reaches the
+    caller as it is; any other exception is raised as :class:`~granite_storage.PluginError` naming the
+    plugin, chained to it.
     """
 
 

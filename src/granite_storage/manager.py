@@ -26,7 +26,7 @@ from granite_storage.errors import (
     UnverifiableReferenceError,
 )
 from granite_storage.headers import download_headers, parse_content_type
-from granite_storage.keys import build_object_key, is_within_prefix, prefixes_overlap, validate_key
+from granite_storage.keys import ObjectKeyRequest, is_within_prefix, prefixes_overlap, validate_key
 from granite_storage.plugins import PluginHost, default_plugin_host
 from granite_storage.policy import StorageLocation, StoragePolicy
 from granite_storage.refs import InvalidStoredObjectRef, StoredObjectRef
@@ -224,9 +224,9 @@ class StorageManager:
         *,
         storage_key: str,
         model_name: str,
-        entity_id: str,
         field_name: str,
         stream: Readable,
+        entity_id: str | None = None,
         content_type: str | None = None,
         original_filename: str | None = None,
         extra: Mapping[str, Any] | None = None,
@@ -235,13 +235,15 @@ class StorageManager:
 
         The content is read once, in chunks: its size is enforced against the policy's ``max_size``
         and its sha256 computed on the way to the backend, so memory stays flat whatever its size. The
-        key is built from sanitised ``model_name``, ``entity_id`` and ``field_name``, a random token
-        and the extension of ``original_filename``; no caller value can move it out of the slot's
-        prefix. ``content_type`` is stored normalised (see
-        :func:`granite_storage.headers.parse_content_type`), or guessed from ``original_filename``
-        when not given. In a slot with ``allowed_types``, the type is read from the content's first
-        bytes instead, checked, and stored. ``extra`` is recorded on the reference as it is (it must
-        be JSON-serialisable to live in a database row).
+        key is a fresh one in the slot's prefix, named by the slot's key layout (or a plugin's
+        :func:`~granite_storage.hookspecs.granite_storage_object_key`) from an
+        :class:`~granite_storage.keys.ObjectKeyRequest` of ``model_name``, ``field_name``,
+        ``entity_id`` (optional: the default layout does not use it) and ``original_filename``
+        (its extension); no caller value can move it out of the slot's prefix. ``content_type`` is
+        stored normalised (see :func:`granite_storage.headers.parse_content_type`), or guessed from
+        ``original_filename`` when not given. In a slot with ``allowed_types``, the type is read from
+        the content's first bytes instead, checked, and stored. ``extra`` is recorded on the reference
+        as it is (it must be JSON-serialisable to live in a database row).
 
         Raises:
             ContentTooLargeError: the content passed ``max_size``; nothing was stored.
@@ -249,14 +251,14 @@ class StorageManager:
             ContentTypeNotAllowedError: the slot has ``allowed_types`` and the content's type is not
                 among them, or is not the type declared (by ``content_type`` or the filename's
                 extension); nothing was stored.
+            UnsavedEntityError: the slot's layout is ``"entity"`` and no ``entity_id`` was given.
+            PluginError: a plugin named an invalid key, or one outside the slot's prefix.
             ConfigurationError: ``storage_key`` has no policy.
             StorageError: the backend failed; nothing was stored.
         """
+        policy = self.policy(storage_key)
         return self._store(
-            self.policy(storage_key),
-            model_name=model_name,
-            entity_id=entity_id,
-            field_name=field_name,
+            ObjectKeyRequest(policy, model_name, field_name, entity_id, original_filename),
             stream=stream,
             content_type=content_type,
             original_filename=original_filename,
@@ -268,9 +270,9 @@ class StorageManager:
         *,
         storage_key: str,
         model_name: str,
-        entity_id: str,
         field_name: str,
         content: bytes | bytearray | memoryview,
+        entity_id: str | None = None,
         content_type: str | None = None,
         original_filename: str | None = None,
         extra: Mapping[str, Any] | None = None,
@@ -283,10 +285,7 @@ class StorageManager:
         if policy.max_size is not None and memoryview(content).nbytes > policy.max_size:
             raise ContentTooLargeError(policy.max_size)
         return self._store(
-            policy,
-            model_name=model_name,
-            entity_id=entity_id,
-            field_name=field_name,
+            ObjectKeyRequest(policy, model_name, field_name, entity_id, original_filename),
             stream=io.BytesIO(content),
             content_type=content_type,
             original_filename=original_filename,
@@ -426,17 +425,16 @@ class StorageManager:
 
     def _store(
         self,
-        policy: StoragePolicy,
+        request: ObjectKeyRequest,
         *,
-        model_name: str,
-        entity_id: str,
-        field_name: str,
         stream: Readable,
         content_type: str | None,
         original_filename: str | None,
         extra: Mapping[str, Any] | None,
     ) -> StoredObjectRef:
+        policy = request.policy
         backend = self.backend(policy.backend_key)
+        key = self._plugins.object_key(request)  # first: a refused key has read nothing
         declared = None if content_type is None else parse_content_type(content_type)
         source: Readable = SizeLimitedStream(stream, policy.max_size)
         if policy.allowed_types is None:
@@ -452,13 +450,6 @@ class StorageManager:
                 filename=original_filename,
             )
             source = HeadThenRest(head, source)
-        key = build_object_key(
-            policy.prefix,
-            model_name=model_name,
-            entity_id=entity_id,
-            field_name=field_name,
-            original_filename=original_filename,
-        )
         reader = HashingReader(source)
         try:
             backend.put(key, reader, content_type=content_type, original_filename=original_filename)

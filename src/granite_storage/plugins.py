@@ -30,10 +30,11 @@ from typing import TYPE_CHECKING, Any
 
 import pluggy
 
-from granite_storage import hookspecs
+from granite_storage import _builtin_hooks, hookspecs
 from granite_storage._markers import PROJECT_NAME
 from granite_storage.backend import StorageBackend
-from granite_storage.errors import ConfigurationError, PluginError
+from granite_storage.errors import ConfigurationError, InvalidKeyError, PluginError, StorageError
+from granite_storage.keys import ObjectKeyRequest, is_within_prefix, validate_key
 from granite_storage.policy import StoragePolicy
 
 if TYPE_CHECKING:
@@ -146,6 +147,7 @@ class PluginHost:
         self.disabled = frozenset(_env_list(DISABLE_ENV) if disabled is None else disabled)
         self._pm = pluggy.PluginManager(PROJECT_NAME)
         self._pm.add_hookspecs(hookspecs)
+        self._pm.register(_builtin_hooks, name=_builtin_hooks.BUILTIN_PLUGIN_NAME)
         self._failures: dict[str, PluginLoadFailure] = {}
         self._distributions: dict[str, tuple[str, str]] = {}
         self._registry: _Registry | None = None
@@ -323,6 +325,42 @@ class PluginHost:
                 )
             return result
         return None
+
+    def object_key(self, request: ObjectKeyRequest) -> str:
+        """The key of a new object: the first key a plugin names, else the policy's key layout.
+
+        The key is checked before it is returned: it must be a valid key inside the slot's prefix.
+
+        Raises:
+            PluginError: an implementation raised something other than a
+                :class:`~granite_storage.StorageError`, or returned something other than a valid key
+                inside ``request.prefix`` or ``None``; the message names the plugin.
+            StorageError: what an implementation raised, as it is (e.g.
+                :class:`~granite_storage.UnsavedEntityError` from the ``"entity"`` layout).
+        """
+        for impl in _implementations(self._pm.hook.granite_storage_object_key):
+            try:
+                key = _call(impl, {"request": request})
+            except (KeyboardInterrupt, StorageError):
+                raise
+            except BaseException as exc:
+                raise PluginError(
+                    f"plugin {impl.plugin_name!r} failed to name a key in {request.storage_key!r}: "
+                    f"{type(exc).__name__}: {exc}"
+                ) from exc
+            if key is None:
+                continue
+            try:
+                validate_key(key)
+                if not is_within_prefix(key, request.prefix):
+                    raise InvalidKeyError(key, f"it lies outside the slot's prefix {request.prefix!r}")
+            except InvalidKeyError as exc:
+                raise PluginError(
+                    f"plugin {impl.plugin_name!r} named an invalid key for storage key "
+                    f"{request.storage_key!r}: {exc}"
+                ) from exc
+            return str(key)
+        raise PluginError(f"no plugin named a key for storage key {request.storage_key!r}")
 
     def report_cleanup_failure(self, ref: StoredObjectRef, error: Exception, reason: str) -> None:
         """Tell every plugin that ``ref`` could not be cleaned up; never raises (failures are logged).

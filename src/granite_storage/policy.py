@@ -8,7 +8,7 @@ from dataclasses import KW_ONLY, dataclass, field
 
 from granite_storage._sniffing import allowed_type_patterns
 from granite_storage.errors import ConfigurationError, InvalidKeyError
-from granite_storage.keys import sanitize_segment, validate_key
+from granite_storage.keys import KEY_LAYOUTS, sanitize_segment, validate_key
 from granite_storage.streams import is_size_limit
 
 __all__ = ["StorageLocation", "StoragePolicy", "parse_size"]
@@ -83,11 +83,19 @@ class StoragePolicy:
             before anything is stored, and the reference records the type read. Kept as a tuple of
             lower-case names, each type under its registered name (``image/jpg`` is
             ``image/jpeg``).
+        key_layout: How new objects' keys are named (:mod:`granite_storage.keys`): ``"fanout"``,
+            the default, ``<prefix>/<model>/<field>/<2 hex digits>/<token><.ext>``, which needs no
+            entity id and makes no directory per row; or ``"entity"``,
+            ``<prefix>/<model>/<entity id>/<field>/<token><.ext>``, for people who browse their
+            buckets by row, which needs the entity id (a model instance must be flushed before its
+            content is stored). A plugin's
+            :func:`~granite_storage.hookspecs.granite_storage_object_key` can replace both. Only new
+            keys follow it: existing references keep their keys.
 
     Raises:
         ConfigurationError: a value is invalid (empty names, a negative size, an unsafe prefix, an
-            entry of ``allowed_types`` that is not a media type), or a previous location equals the
-            current one or is listed twice.
+            entry of ``allowed_types`` that is not a media type, an unknown ``key_layout``), or a
+            previous location equals the current one or is listed twice.
     """
 
     storage_key: str
@@ -99,6 +107,7 @@ class StoragePolicy:
     delete_replaced: bool = False
     previous_locations: Sequence[StorageLocation] = field(default=())
     allowed_types: Sequence[str] | None = None
+    key_layout: str = "fanout"
 
     def __post_init__(self) -> None:
         for name in ("storage_key", "backend_key"):
@@ -118,6 +127,11 @@ class StoragePolicy:
                 self,
                 "key_prefix",
                 _checked_prefix(self.key_prefix, f"storage key {self.storage_key!r}", "key_prefix"),
+            )
+        if self.key_layout not in KEY_LAYOUTS:
+            raise ConfigurationError(
+                f"storage key {self.storage_key!r}: key_layout must be one of {list(KEY_LAYOUTS)}, "
+                f"got {self.key_layout!r}"
             )
         self._check_previous_locations()
         if self.allowed_types is not None:

@@ -1,4 +1,5 @@
-"""Data written by granite-storage 0.1.0 (``v010/``), loaded where a test can read and change it.
+"""Data written by granite-storage 0.1.0 (``v010/``) and by 0.2.0's first key layout (``v020/``), loaded
+where a test can read and change it.
 
 ``legacy`` puts one configuration's objects where the current release will find them at the keys
 0.1.0 wrote: a copy of its local backend's root, or a fresh bucket (SeaweedFS, and moto) loaded from
@@ -35,7 +36,7 @@ from ..fastapi.conftest import s3_servers  # the S3 plugin's conftest, loaded as
 from ..orm.conftest import _drop_scratch_databases, server_engine  # the fixture drops the scratch database
 from .models import Base
 
-FIXTURES = Path(__file__).resolve().parent / "v010"
+FIXTURES = Path(__file__).resolve().parent
 
 real_s3 = s3_servers.real_s3
 moto_s3 = s3_servers.moto_s3
@@ -43,26 +44,36 @@ moto_s3 = s3_servers.moto_s3
 __all__ = ["_drop_scratch_databases", "moto_s3", "real_s3"]
 
 # (configuration, where its objects are served from)
+# ``v010/``: stored by the 0.1.0 release; ``v020/``: stored by 0.2.0 under its first key layout,
+# ``<prefix>/<model>/<entity id>/<field>/<token>`` (``generate_v020.py``).
 STORES = [
-    ("local_key_prefix", "disk"),
-    ("local_no_key_prefix", "disk"),
+    ("v010/local_key_prefix", "disk"),
+    ("v010/local_no_key_prefix", "disk"),
     *(
-        (name, server)
+        (f"v010/{name}", server)
         for name in ("s3_prefix_production", "s3_key_prefix", "s3_no_prefix")
         for server in ("seaweedfs", "moto")
     ),
+    ("v020/local_key_prefix", "disk"),
+    ("v020/local_no_key_prefix", "disk"),
 ]
 
 
 @dataclass(frozen=True)
 class LegacyData:
-    """One configuration of ``v010/``: its 0.1.0 configuration and what a reader must find."""
+    """One configuration of ``v010/`` or ``v020/`` (``name`` is ``"v010/local_key_prefix"``): its
+    configuration when the data was written, and what a reader must find."""
 
     name: str
 
     @property
     def directory(self) -> Path:
         return FIXTURES / self.name
+
+    @property
+    def release(self) -> str:
+        """The release that wrote the data, ``"0.1.0"`` or ``"0.2.0"``."""
+        return {"v010": "0.1.0", "v020": "0.2.0"}[self.name.split("/")[0]]
 
     @property
     def config(self) -> dict[str, Any]:
@@ -143,7 +154,7 @@ class LegacyStore:
         )
 
 
-@pytest.fixture(params=STORES, ids=["-".join(store) for store in STORES])
+@pytest.fixture(params=STORES, ids=["-".join(store).replace("/", "-") for store in STORES])
 def legacy(
     request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[LegacyStore]:

@@ -143,7 +143,10 @@ def orm_manager(local_backend: LocalStorageBackend, empty_host: PluginHost) -> S
     return make_manager(local_backend, empty_host, delete_replaced=False)
 
 
-def make_manager(backend: StorageBackend, plugins: PluginHost, *, delete_replaced: bool) -> StorageManager:
+def make_manager(
+    backend: StorageBackend, plugins: PluginHost, *, delete_replaced: bool, key_layout: str = "fanout"
+) -> StorageManager:
+    """The test slots; ``key_layout`` applies to every slot."""
     mib = 1024 * 1024
     return StorageManager(
         backends={"local": backend},
@@ -154,14 +157,31 @@ def make_manager(backend: StorageBackend, plugins: PluginHost, *, delete_replace
                 max_size=10 * mib,
                 key_prefix="docs",
                 delete_replaced=delete_replaced,
+                key_layout=key_layout,
             ),
             "avatars": StoragePolicy(
-                "avatars", backend_key="local", max_size=2 * mib, delete_replaced=delete_replaced
+                "avatars",
+                backend_key="local",
+                max_size=2 * mib,
+                delete_replaced=delete_replaced,
+                key_layout=key_layout,
             ),
-            "thumbnails": StoragePolicy("thumbnails", backend_key="local", delete_replaced=delete_replaced),
+            "thumbnails": StoragePolicy(
+                "thumbnails", backend_key="local", delete_replaced=delete_replaced, key_layout=key_layout
+            ),
         },
         plugins=plugins,
     )
+
+
+@pytest.fixture
+def entity_layout(
+    schema: Engine, local_backend: LocalStorageBackend, empty_host: PluginHost
+) -> StorageManager:
+    """The test models store through slots with ``key_layout="entity"`` (keys holding the row's id)."""
+    manager = make_manager(local_backend, empty_host, delete_replaced=False, key_layout="entity")
+    configure_storage_manager(Base, manager)
+    return manager
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 import uuid
 from pathlib import Path
 
@@ -58,13 +59,27 @@ def test_the_seed_flow_reads_back_the_same_bytes_in_a_fresh_session(engine: Engi
         assert ref.size == len(b"%PDF-1.7 report")
 
 
-def test_object_keys_name_the_table_the_entity_and_the_field(engine: Engine, storage_root: Path) -> None:
+def test_object_keys_name_the_table_and_the_field_under_a_fanout_directory(
+    engine: Engine, storage_root: Path
+) -> None:
     with Session(engine) as session:
         doc = new_document(session)
         ref = doc.set_content(b"x", filename="notes.txt")
         session.commit()
-        assert ref.location.startswith(f"docs/document/{doc.id}/file_ref/")
-        assert ref.location.endswith(".txt")
+        assert re.fullmatch(r"docs/document/file_ref/([0-9a-f]{2})/\1[0-9a-f]{30}\.txt", ref.location)
+        assert str(doc.id) not in ref.location
+    assert files_under(storage_root) == [ref.location]
+
+
+@pytest.mark.usefixtures("entity_layout")
+def test_the_entity_layout_names_the_table_the_entity_and_the_field(
+    engine: Engine, storage_root: Path
+) -> None:
+    with Session(engine) as session:
+        doc = new_document(session)
+        ref = doc.set_content(b"x", filename="notes.txt")
+        session.commit()
+        assert re.fullmatch(rf"docs/document/{doc.id}/file_ref/[0-9a-f]{{32}}\.txt", ref.location)
     assert files_under(storage_root) == [ref.location]
 
 
@@ -188,7 +203,10 @@ def test_content_over_the_limit_is_refused_and_changes_nothing(engine: Engine, s
         assert files_under(storage_root) == [original.location]
 
 
-def test_storing_before_the_primary_key_is_set_is_a_clear_error(engine: Engine, storage_root: Path) -> None:
+@pytest.mark.usefixtures("entity_layout")
+def test_the_entity_layout_refuses_an_instance_without_a_primary_key(
+    engine: Engine, storage_root: Path
+) -> None:
     with Session(engine) as session:
         doc = Document(title="not flushed")
         session.add(doc)
@@ -198,7 +216,8 @@ def test_storing_before_the_primary_key_is_set_is_a_clear_error(engine: Engine, 
     assert not storage_root.exists() or files_under(storage_root) == []
 
 
-def test_an_assigned_primary_key_is_enough_without_a_flush(engine: Engine) -> None:
+@pytest.mark.usefixtures("entity_layout")
+def test_the_entity_layout_takes_an_assigned_primary_key_without_a_flush(engine: Engine) -> None:
     doc = Document(id=uuid.uuid4(), title="assigned")
     ref = doc.set_content(b"x")
     assert str(doc.id) in ref.location
@@ -251,9 +270,9 @@ def test_each_field_stores_in_its_own_slot_under_its_own_name(engine: Engine, st
         user_id = user.id
 
     assert avatar.storage_key == "avatars"
-    assert avatar.location.startswith(f"avatars/user_account/{user_id}/avatar/")
+    assert avatar.location.startswith("avatars/user_account/avatar/")
     assert thumb.storage_key == "thumbnails"
-    assert thumb.location.startswith(f"thumbnails/user_account/{user_id}/thumbnail/")
+    assert thumb.location.startswith("thumbnails/user_account/thumbnail/")
     with Session(engine) as session:
         loaded = session.get(User, user_id)
         assert loaded is not None

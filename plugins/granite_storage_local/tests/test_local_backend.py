@@ -154,7 +154,7 @@ def test_from_config_builds_a_local_backend_by_its_type_name(tmp_path: Path, plu
         content=b"quarterly figures",
         original_filename="q3.pdf",
     )
-    assert ref.location.startswith("docs/report/7/file/")
+    assert ref.location.startswith("docs/report/file/")
     assert (backend.root / ref.location).read_bytes() == b"quarterly figures"
 
 

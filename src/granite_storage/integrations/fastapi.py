@@ -215,8 +215,8 @@ async def store_upload(
     *,
     storage_key: str,
     model_name: str,
-    entity_id: str,
     field_name: str,
+    entity_id: str | None = None,
     extra: Mapping[str, Any] | None = None,
 ) -> StoredObjectRef:
     """Store an ``UploadFile`` without blocking the event loop; as :meth:`StorageManager.put_stream`.
@@ -261,8 +261,8 @@ async def store_request_body(
     *,
     storage_key: str,
     model_name: str,
-    entity_id: str,
     field_name: str,
+    entity_id: str | None = None,
     filename: str | None = None,
     content_type: str | None = None,
     extra: Mapping[str, Any] | None = None,

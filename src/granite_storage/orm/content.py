@@ -10,7 +10,7 @@ from typing import Any, BinaryIO, ClassVar, Protocol, overload
 from sqlalchemy import inspect
 
 from granite_storage._threads import put_in_thread
-from granite_storage.errors import ConfigurationError, UnsavedEntityError
+from granite_storage.errors import ConfigurationError
 from granite_storage.keys import sanitize_segment
 from granite_storage.manager import StorageManager
 from granite_storage.orm import tracking
@@ -79,8 +79,10 @@ class StoredContentOperations:
     """The operations on one file field of one model instance, written once for every way to declare it.
 
     :class:`StoredContentMixin` offers them on the model itself, for its one field; a
-    :class:`StoredContent` field offers them on ``instance.<field>``. Storing needs the instance's
-    primary key (add and flush it first) and the manager configured on its class.
+    :class:`StoredContent` field offers them on ``instance.<field>``. Storing needs the manager
+    configured on the instance's class, and works on a new instance too, before it is added to a
+    session or flushed: the row's INSERT then carries the reference (one statement, no UPDATE). Only
+    a slot with ``key_layout="entity"`` needs the primary key first.
     """
 
     __slots__ = ()
@@ -115,8 +117,14 @@ class StoredContentOperations:
         tracking it is deleted after commit if ``delete_previous`` (or else its policy's
         ``delete_replaced``) says so.
 
+        Works on a new instance, transient or pending, as on a loaded one. With session tracking
+        (:func:`granite_storage.orm.track_storage`), an object stored for an instance in no session
+        belongs to the instance until it joins a session (``session.add()``); that session's
+        transaction then decides: a certain rollback deletes the object.
+
         Raises:
-            UnsavedEntityError: the instance has no primary key yet.
+            UnsavedEntityError: the slot's ``key_layout`` is ``"entity"`` and the instance has no
+                primary key yet (add it and ``flush()`` first); nothing was stored.
             ConfigurationError: no manager is configured for the model, or the slot is unknown.
             ContentTooLargeError: the content is over the slot's ``max_size``; nothing changed.
         """
@@ -444,15 +452,19 @@ class BoundStoredContent(StoredContentOperations):
         return self._instance, field.ref_attribute, field.storage_key, sanitize_segment(field.name)
 
 
-def _entity_id(instance: object) -> str:
-    """The instance's primary key as one key segment (composite keys joined with ``-``)."""
-    values = inspect(instance).mapper.primary_key_from_instance(instance)
-    if any(value is None for value in values):
-        raise UnsavedEntityError(
-            f"{type(instance).__name__} has no primary key yet: add it to a session and flush() "
-            "before storing its content"
-        )
-    return "-".join(str(value) for value in values)
+def _entity_id(instance: object) -> str | None:
+    """The instance's primary key as text (composite keys joined with ``-``), or ``None`` before it has one.
+
+    Read from the instance's state, so a new instance's unset key is never loaded or flushed.
+    """
+    state = inspect(instance)
+    identity = state.identity
+    if identity is None:
+        values = state.mapper.primary_key_from_instance(instance)
+        if any(value is None for value in values):
+            return None
+        identity = tuple(values)
+    return "-".join(str(value) for value in identity)
 
 
 def _text_content_type(content_type: str | None) -> str:
