@@ -34,7 +34,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -275,6 +275,15 @@ class _Item:
     new_ref: StoredObjectRef | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class _Batch:
+    """A batch whose copies have been started: its items grouped by target, and each target's copy."""
+
+    column: _Column
+    groups: dict[str, list[_Item]]
+    copies: dict[str, Future[_Copied]]
+
+
 @dataclass(slots=True)
 class _Copied:
     size: int
@@ -395,6 +404,8 @@ class _Run:
         #: run makes added (so two batches never write one key). A key not in it needs no lookup.
         self.existing: _KeyDigests | None = None
         self.existing_lock = threading.Lock()
+        #: Copies started and not yet collected, by target (two batches' copies run at once).
+        self.in_flight: dict[str, Future[_Copied]] = {}
         self.rows_total = 0
         self.rows_done = 0
         self.references = self.skipped = self.moved = self.changed = self.failed = 0
@@ -410,18 +421,33 @@ class _Run:
     # -- moving ----------------------------------------------------------------------------------------
 
     def move_rows(self) -> None:
+        """Move the rows batch by batch; a batch's copies run while the next one is read and started.
+
+        The workers then never wait for a batch's rows to be rewritten, or the next one's read.
+        """
         self.rows_total = sum(self._count(column) for column in self.migrator._columns)
         with ThreadPoolExecutor(self.migrator.workers, thread_name_prefix="granite-migrate") as pool:
-            for column in self.migrator._columns:
-                for batch in self._batches(column):
-                    self.rows_done += len(batch)
-                    items = [item for item in map(self._item, batch) if item is not None]
-                    if self.dry_run:
-                        self._check_sources(pool, items)
-                    else:
-                        self._copy(pool, items)
-                        self._rewrite(column, [item for item in items if item.new_ref is not None])
-                    self._report_progress("rows")
+            started: _Batch | None = None
+            try:
+                for column in self.migrator._columns:
+                    for batch in self._batches(column):
+                        self.rows_done += len(batch)
+                        items = [item for item in map(self._item, batch) if item is not None]
+                        if self.dry_run:
+                            self._check_sources(pool, items)
+                            self._report_progress("rows")
+                            continue
+                        following = self._start_copies(pool, column, items)
+                        if started is not None:
+                            self._finish(started)
+                        started = following
+                if started is not None:
+                    self._finish(started)
+            except BaseException:
+                # Copies not started yet are dropped; running ones finish (a copy is published whole
+                # or not at all) and are left for the next run to reuse, or for the garbage collector.
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise
 
     def _count(self, column: _Column) -> int:
         from sqlalchemy import func, select
@@ -497,16 +523,34 @@ class _Run:
             else:
                 self._fail(item.row, item.ref.location, ObjectNotFoundError(item.ref.location))
 
-    def _copy(self, pool: ThreadPoolExecutor, items: list[_Item]) -> None:
-        """Copy each distinct target once, in parallel; set ``new_ref`` on the items that now have one."""
+    def _start_copies(self, pool: ThreadPoolExecutor, column: _Column, items: list[_Item]) -> _Batch:
+        """Start copying each distinct target of the batch once, in parallel."""
         groups: dict[str, list[_Item]] = {}
         for item in items:
             groups.setdefault(item.target, []).append(item)
         if groups and self.existing is None:
             self.existing = self._list_target()
-        futures = {target: pool.submit(self._copy_one, group[0]) for target, group in groups.items()}
+        copies = {}
+        for target, group in groups.items():
+            # A target the previous batch is still copying: this copy waits for it, then finds it.
+            copies[target] = pool.submit(self._copy_one, group[0], self.in_flight.get(target))
+            self.in_flight[target] = copies[target]
+        return _Batch(column, groups, copies)
+
+    def _finish(self, batch: _Batch) -> None:
+        """Collect the batch's copies, then rewrite the rows of those that match."""
+        items = [item for group in batch.groups.values() for item in group]
+        self._collect(batch)
+        self._rewrite(batch.column, [item for item in items if item.new_ref is not None])
+        self._report_progress("rows")
+
+    def _collect(self, batch: _Batch) -> None:
+        """Wait for the batch's copies; set ``new_ref`` on the items that now have a verified one."""
+        groups = batch.groups
         errors: list[BaseException] = []
-        for target, future in futures.items():
+        for target, future in batch.copies.items():
+            if self.in_flight.get(target) is future:
+                del self.in_flight[target]
             group = groups[target]
             try:
                 copied = future.result()
@@ -554,7 +598,9 @@ class _Run:
         if errors:
             raise errors[0]
 
-    def _copy_one(self, item: _Item) -> _Copied:
+    def _copy_one(self, item: _Item, earlier: Future[_Copied] | None = None) -> _Copied:
+        if earlier is not None:
+            wait([earlier])  # submitted before this one: running or next in the queue, never after it
         if item.ref.size > LARGE_OBJECT_SIZE:
             with self.large:
                 return self._copy_object(item)
