@@ -621,7 +621,7 @@ class _Run:
         return found
 
     def _may_exist(self, target: str) -> bool:
-        assert self.existing is not None, "_copy lists the target first"
+        assert self.existing is not None, "_start_copies lists the target first"
         with self.existing_lock:
             return target in self.existing
 
