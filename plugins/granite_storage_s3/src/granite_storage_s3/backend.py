@@ -718,7 +718,7 @@ class _Part:
     once the first 8 MiB part is freed every later one comes from the heap arena of the thread that
     read it, and each arena keeps what it held at its peak. Measured on a migration of 4 x 128 MiB
     objects to SeaweedFS with 4 workers (benchmark scenario 7), the peak resident memory grew by
-    122 MiB with ``bytearray`` parts and by 57 MiB with maps; parts of 8 MiB, 4 held at once.
+    122 MiB with ``bytearray`` parts and by 46 MiB with maps; parts of 8 MiB, 4 held at once.
     """
 
     __slots__ = ("_data", "size")
