@@ -11,7 +11,11 @@ SQLite table whose rows reference them (``<root>/refs.db``).
   rewritten in batches. It works on a copy of the database made before the clock starts.
 * ``migrate-boto3``: the same files, read from disk and sent with a plain boto3 client by a pool of
   as many threads: ``put_object`` for objects under 8 MiB, ``upload_fileobj`` (its transfer manager,
-  default ``TransferConfig``) for the others. No database, no check.
+  8 MiB parts, one at a time) for the others. No database, no check. As many requests in flight as
+  the candidate: ``workers`` objects at once, each a part at a time, where the migrator copies one
+  large object at a time with ``workers`` (the S3 backend's ``max_concurrency``) parts at once. The
+  default ``TransferConfig`` (10 threads an upload) would run 40 part uploads at once here, in
+  400 MiB.
 
 Each measurement writes under an S3 prefix of its own and deletes what it wrote after its clock
 stops. Both sides report the objects and bytes they moved.
@@ -34,6 +38,8 @@ if TYPE_CHECKING:
 STORAGE_KEY, PREFIX = "documents", "bench"
 #: The transfer manager's threshold: boto3 uploads smaller objects with one PutObject.
 MULTIPART_THRESHOLD = 8 * MIB
+#: Part uploads each ``upload_fileobj`` runs at once: with ``workers`` of them, as many as the candidate's.
+TRANSFER_CONCURRENCY = 1
 
 
 def key_of(number: int) -> str:
@@ -161,9 +167,16 @@ def migrate_boto3(params: dict[str, Any]) -> Result:
     _model()  # the candidate's untimed setup, so that both processes start alike
     database = _fresh_database(params)
     create_engine(f"sqlite:///{database}").dispose()
+    from boto3.s3.transfer import TransferConfig
+
     client = s3_client(params)
     bucket = params["s3"]["bucket"]
     prefix = f"boto3-{os.getpid()}"
+    config = TransferConfig(
+        multipart_threshold=MULTIPART_THRESHOLD,
+        multipart_chunksize=MULTIPART_THRESHOLD,
+        max_concurrency=TRANSFER_CONCURRENCY,
+    )
     storage = Path(params["storage"])
 
     def copy(number: int) -> int:
@@ -174,7 +187,7 @@ def migrate_boto3(params: dict[str, Any]) -> Result:
             client.put_object(Bucket=bucket, Key=key, Body=path.read_bytes())
         else:
             with path.open("rb") as file:
-                client.upload_fileobj(file, bucket, key)
+                client.upload_fileobj(file, bucket, key, Config=config)
         return size
 
     with Clock(params) as clock, ThreadPoolExecutor(params["workers"]) as pool:

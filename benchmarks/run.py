@@ -505,7 +505,7 @@ def migrate_scenarios(size: Size) -> list[Scenario]:
                 baseline="migrate-boto3",
                 baseline_title="boto3 copy loop",
                 baseline_description=f"the same files read from disk and sent by {workers} threads with a "
-                "plain boto3 client: put_object under 8 MiB, upload_fileobj (default TransferConfig) above",
+                "plain boto3 client: put_object under 8 MiB, upload_fileobj (8 MiB parts, 1 at a time) above",
                 unit=unit,
                 ratio_target=target,
                 ratio_target_note=title,

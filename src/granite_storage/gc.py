@@ -26,7 +26,7 @@ import hashlib
 import logging
 import time
 from array import array
-from bisect import bisect_left
+from bisect import bisect_left, insort
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -598,6 +598,11 @@ class _KeyDigests:
         """Sort every bucket; call once, after the last :meth:`add` and before any lookup."""
         for index, bucket in enumerate(self._buckets):
             self._buckets[index] = array("Q", sorted(bucket))
+
+    def insert(self, key: str) -> None:
+        """Add ``key`` after :meth:`freeze`, keeping its bucket sorted (a shift of 1/256 of the set)."""
+        digest = _digest(key)
+        insort(self._buckets[digest >> 56], digest)
 
     def __contains__(self, key: object) -> bool:
         if not isinstance(key, str):

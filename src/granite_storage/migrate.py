@@ -11,7 +11,8 @@ layout to the slot's own prefix), its existing rows still point where the object
 2. Copy each referenced object, streaming, to a key of the current location derived from where it was
    (:func:`migration_key`), and check the copy's size and sha256 against the reference. A copy that
    an earlier, interrupted run left there is verified and reused, never overwritten; a key holding
-   other content fails the row.
+   other content fails the row. The current location is listed once, when the first copy is due,
+   so only a key the listing names (or this run copied) is looked up before copying.
 3. Rewrite the batch's rows in one transaction, each only if it still holds the reference read in
    step 1 (rows are locked first, with ``SELECT ... FOR UPDATE``, or on SQLite by taking the write
    lock); a row the application changed meanwhile is left alone and reported.
@@ -33,7 +34,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -48,7 +49,7 @@ from granite_storage.errors import (
     ObjectNotFoundError,
     StorageError,
 )
-from granite_storage.gc import ReferenceSource
+from granite_storage.gc import ReferenceSource, _KeyDigests
 from granite_storage.headers import check_content_type
 from granite_storage.keys import MAX_KEY_LENGTH, is_within_prefix, safe_extension, validate_key
 from granite_storage.manager import StorageManager
@@ -274,6 +275,15 @@ class _Item:
     new_ref: StoredObjectRef | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class _Batch:
+    """A batch whose copies have been started: its items grouped by target, and each target's copy."""
+
+    column: _Column
+    groups: dict[str, list[_Item]]
+    copies: dict[str, Future[_Copied]]
+
+
 @dataclass(slots=True)
 class _Copied:
     size: int
@@ -390,6 +400,12 @@ class _Run:
         self.started_at = datetime.now(UTC)
         self.clock = time.perf_counter()
         self.large = threading.Lock()
+        #: Keys in the current location: listed once, when the first copy is due, and each copy this
+        #: run makes added (so two batches never write one key). A key not in it needs no lookup.
+        self.existing: _KeyDigests | None = None
+        self.existing_lock = threading.Lock()
+        #: Copies started and not yet collected, by target (two batches' copies run at once).
+        self.in_flight: dict[str, Future[_Copied]] = {}
         self.rows_total = 0
         self.rows_done = 0
         self.references = self.skipped = self.moved = self.changed = self.failed = 0
@@ -405,18 +421,33 @@ class _Run:
     # -- moving ----------------------------------------------------------------------------------------
 
     def move_rows(self) -> None:
+        """Move the rows batch by batch; a batch's copies run while the next one is read and started.
+
+        The workers then never wait for a batch's rows to be rewritten, or the next one's read.
+        """
         self.rows_total = sum(self._count(column) for column in self.migrator._columns)
         with ThreadPoolExecutor(self.migrator.workers, thread_name_prefix="granite-migrate") as pool:
-            for column in self.migrator._columns:
-                for batch in self._batches(column):
-                    self.rows_done += len(batch)
-                    items = [item for item in map(self._item, batch) if item is not None]
-                    if self.dry_run:
-                        self._check_sources(pool, items)
-                    else:
-                        self._copy(pool, items)
-                        self._rewrite(column, [item for item in items if item.new_ref is not None])
-                    self._report_progress("rows")
+            started: _Batch | None = None
+            try:
+                for column in self.migrator._columns:
+                    for batch in self._batches(column):
+                        self.rows_done += len(batch)
+                        items = [item for item in map(self._item, batch) if item is not None]
+                        if self.dry_run:
+                            self._check_sources(pool, items)
+                            self._report_progress("rows")
+                            continue
+                        following = self._start_copies(pool, column, items)
+                        if started is not None:
+                            self._finish(started)
+                        started = following
+                if started is not None:
+                    self._finish(started)
+            except BaseException:
+                # Copies not started yet are dropped; running ones finish (a copy is published whole
+                # or not at all) and are left for the next run to reuse, or for the garbage collector.
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise
 
     def _count(self, column: _Column) -> int:
         from sqlalchemy import func, select
@@ -492,14 +523,34 @@ class _Run:
             else:
                 self._fail(item.row, item.ref.location, ObjectNotFoundError(item.ref.location))
 
-    def _copy(self, pool: ThreadPoolExecutor, items: list[_Item]) -> None:
-        """Copy each distinct target once, in parallel; set ``new_ref`` on the items that now have one."""
+    def _start_copies(self, pool: ThreadPoolExecutor, column: _Column, items: list[_Item]) -> _Batch:
+        """Start copying each distinct target of the batch once, in parallel."""
         groups: dict[str, list[_Item]] = {}
         for item in items:
             groups.setdefault(item.target, []).append(item)
-        futures = {target: pool.submit(self._copy_one, group[0]) for target, group in groups.items()}
+        if groups and self.existing is None:
+            self.existing = self._list_target()
+        copies = {}
+        for target, group in groups.items():
+            # A target the previous batch is still copying: this copy waits for it, then finds it.
+            copies[target] = pool.submit(self._copy_one, group[0], self.in_flight.get(target))
+            self.in_flight[target] = copies[target]
+        return _Batch(column, groups, copies)
+
+    def _finish(self, batch: _Batch) -> None:
+        """Collect the batch's copies, then rewrite the rows of those that match."""
+        items = [item for group in batch.groups.values() for item in group]
+        self._collect(batch)
+        self._rewrite(batch.column, [item for item in items if item.new_ref is not None])
+        self._report_progress("rows")
+
+    def _collect(self, batch: _Batch) -> None:
+        """Wait for the batch's copies; set ``new_ref`` on the items that now have a verified one."""
+        groups = batch.groups
         errors: list[BaseException] = []
-        for target, future in futures.items():
+        for target, future in batch.copies.items():
+            if self.in_flight.get(target) is future:
+                del self.in_flight[target]
             group = groups[target]
             try:
                 copied = future.result()
@@ -547,21 +598,43 @@ class _Run:
         if errors:
             raise errors[0]
 
-    def _copy_one(self, item: _Item) -> _Copied:
+    def _copy_one(self, item: _Item, earlier: Future[_Copied] | None = None) -> _Copied:
+        if earlier is not None:
+            wait([earlier])  # submitted before this one: running or next in the queue, never after it
         if item.ref.size > LARGE_OBJECT_SIZE:
             with self.large:
                 return self._copy_object(item)
         return self._copy_object(item)
 
+    def _list_target(self) -> _KeyDigests:
+        """The keys in the current location, streamed into 64-bit digests (8 bytes a key).
+
+        One listing a run (on S3 one request per 1,000 keys) instead of a lookup per copy: only a
+        key it names is looked up before copying. Keys are matched case-folded, as the garbage
+        collector matches them, so a fold or a digest collision can only cost a lookup, never let a
+        copy overwrite an object.
+        """
+        found = _KeyDigests()
+        for info in self.target.list(self.policy.prefix):
+            found.add(info.key)
+        found.freeze()
+        return found
+
+    def _may_exist(self, target: str) -> bool:
+        assert self.existing is not None, "_start_copies lists the target first"
+        with self.existing_lock:
+            return target in self.existing
+
     def _copy_object(self, item: _Item) -> _Copied:
         """Copy the item's object to its target, or verify the copy already there."""
         ref, target = item.ref, item.target
-        try:
-            info = self.target.stat(target)
-        except ObjectNotFoundError:
-            info = None
-        if info is not None:
-            return self._verify_existing(item, info.size)
+        if self._may_exist(target):  # listed when the run started, or copied by an earlier batch
+            try:
+                info = self.target.stat(target)
+            except ObjectNotFoundError:
+                info = None
+            if info is not None:
+                return self._verify_existing(item, info.size)
         with self.manager.open(ref) as source:
             # A source longer than its reference stops the copy at once, and nothing is published.
             reader = HashingReader(SizeLimitedStream(source, ref.size))
@@ -574,6 +647,9 @@ class _Run:
                     f"{ref.location!r} is larger than its reference says ({ref.size} bytes); nothing copied"
                 ) from exc
             unread = reader.read(1)
+        assert self.existing is not None
+        with self.existing_lock:  # published: a later batch with this target looks it up
+            self.existing.insert(target)
         digest = reader.checksum.removeprefix("sha256:")
         if (
             unread

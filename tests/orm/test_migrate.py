@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Column, Engine, MetaData, String, Table, Uuid, delete, insert, select
+from sqlalchemy import Column, Engine, MetaData, String, Table, Uuid, delete, insert, select, update
 from sqlalchemy.orm import Session
 
 from granite_storage import (
@@ -142,6 +142,27 @@ def keys(backend: StorageBackend) -> set[str]:
     return {info.key for info in backend.list()}
 
 
+def new_backend(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> StorageBackend:
+    """The slot's new backend: local disk, or S3 on SeaweedFS under a fresh prefix."""
+    if kind == "s3":
+        backend: StorageBackend = request.getfixturevalue("bucket")
+        return backend
+    return LocalStorageBackend(tmp_path / "new")
+
+
+def recorded(monkeypatch: pytest.MonkeyPatch, backend: StorageBackend, method: str) -> list[str]:
+    """The keys passed to ``backend.<method>`` from now on (``stat`` is a HEAD request on S3)."""
+    calls: list[str] = []
+    original = getattr(backend, method)
+
+    def recording(key: str, *args: Any, **kwargs: Any) -> Any:
+        calls.append(key)
+        return original(key, *args, **kwargs)
+
+    monkeypatch.setattr(backend, method, recording)
+    return calls
+
+
 # -- the target key ---------------------------------------------------------------------------------------
 
 
@@ -250,8 +271,50 @@ def test_a_copy_left_by_an_interrupted_run_is_verified_and_reused(tables: Engine
     assert references(tables)[row_id].location == target
 
 
-def test_a_target_key_holding_other_content_is_never_overwritten(tables: Engine, tmp_path: Path) -> None:
+@pytest.mark.parametrize("kind", ["local", "s3"])
+def test_a_copy_left_by_an_earlier_run_is_found_by_the_listing_and_only_it_is_looked_up(
+    tables: Engine, tmp_path: Path, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, kind: str
+) -> None:
+    old, new = LocalStorageBackend(tmp_path / "old"), new_backend(kind, tmp_path, request)
+    contents = [b"copied before the kill", b"not copied yet", b"nor this one"]
+    ids = store_documents(tables, manager_on(old), contents)
+    manager = moved_manager(old, new)
+    ref = references(tables)[ids[0]]
+    earlier = migration_key(manager.policy("documents"), manager.location_of(ref), ref.location)
+    with old.open(ref.location) as source:
+        new.put(earlier, source)
+    looked_up = recorded(monkeypatch, new, "stat")
+
+    report = migrator(manager, tables).migrate("documents", dry_run=False)
+
+    assert (report.moved, report.copied, report.reused) == (3, 2, 1)
+    assert looked_up == [earlier]  # one listing; no lookup for a key it did not name
+    assert_every_row_reads(manager, tables, dict(zip(ids, contents, strict=True)))
+
+
+def test_rows_of_two_batches_sharing_an_object_get_one_copy_written_once(
+    tables: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     old, new = LocalStorageBackend(tmp_path / "old"), LocalStorageBackend(tmp_path / "new")
+    first, second = store_documents(tables, manager_on(old), [b"shared", b"replaced below"])
+    shared = references(tables)[first]
+    with tables.begin() as connection:  # e.g. a row duplicated by the application
+        connection.execute(update(Document).where(Document.id == second).values(_file_ref=shared))
+    manager = moved_manager(old, new)
+    written = recorded(monkeypatch, new, "put")
+
+    report = migrator(manager, tables, batch_size=1).migrate("documents", dry_run=False)
+
+    assert (report.moved, report.copied, report.reused) == (2, 1, 1)
+    assert len(written) == 1  # the second batch found the first one's copy: verified, not written again
+    assert_every_row_reads(manager, tables, {first: b"shared", second: b"shared"})
+
+
+@pytest.mark.parametrize("kind", ["local", "s3"])
+def test_a_target_key_holding_other_content_is_never_overwritten(
+    tables: Engine, tmp_path: Path, request: pytest.FixtureRequest, kind: str
+) -> None:
+    old, new = LocalStorageBackend(tmp_path / "old"), new_backend(kind, tmp_path, request)
     [row_id] = store_documents(tables, manager_on(old), [b"the row's content"])
     manager = moved_manager(old, new)
     ref = references(tables)[row_id]

@@ -24,6 +24,7 @@ import contextlib
 import io
 import logging
 import math
+import mmap
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -95,8 +96,10 @@ MAX_DELETE_BATCH = 1000
 MAX_URL_EXPIRY = timedelta(days=7)
 
 # Spelt here: inside the class, `list` is the backend's own method.
-_Parts = list[bytearray]
+_Parts = list["_Part"]
 _CompletedParts = list["CompletedPartTypeDef"]
+#: The most bytes one ``read`` of a part's body returns (see ``_MappedBody``).
+_BODY_READ = 64 * 1024
 
 _NOT_FOUND = frozenset({"NoSuchKey", "404", "NotFound"})
 _FORBIDDEN = frozenset(
@@ -340,10 +343,13 @@ class S3StorageBackend(StorageBackend):
         arguments = self._object_arguments(content_type, original_filename)
         reader = _PartReader(stream, self.part_size)
         first = reader.read_part()
-        second = reader.read_part() if len(first) == self.part_size else bytearray()
+        second = reader.read_part() if len(first) == self.part_size else _Part(bytearray(), 0)
         if not second:
-            with _translated_errors("upload", self.bucket, object_key, key):
-                self.client.put_object(Bucket=self.bucket, Key=object_key, Body=_body(first), **arguments)
+            try:
+                with _translated_errors("upload", self.bucket, object_key, key):
+                    self.client.put_object(Bucket=self.bucket, Key=object_key, Body=first.body(), **arguments)
+            finally:
+                first.release()
             return
         with _translated_errors("upload", self.bucket, object_key, key):
             upload_id = self.client.create_multipart_upload(Bucket=self.bucket, Key=object_key, **arguments)[
@@ -642,18 +648,21 @@ class S3StorageBackend(StorageBackend):
         return sorted(parts, key=lambda part: part["PartNumber"])
 
     def _upload_part(
-        self, key: str, object_key: str, upload_id: str, number: int, body: bytearray
+        self, key: str, object_key: str, upload_id: str, number: int, body: _Part
     ) -> CompletedPartTypeDef:
         arguments: dict[str, Any] = {"ChecksumAlgorithm": "SHA256"} if self.checksums else {}
-        with _translated_errors("upload", self.bucket, object_key, key):
-            response = self.client.upload_part(
-                Bucket=self.bucket,
-                Key=object_key,
-                UploadId=upload_id,
-                PartNumber=number,
-                Body=_body(body),
-                **arguments,
-            )
+        try:
+            with _translated_errors("upload", self.bucket, object_key, key):
+                response = self.client.upload_part(
+                    Bucket=self.bucket,
+                    Key=object_key,
+                    UploadId=upload_id,
+                    PartNumber=number,
+                    Body=body.body(),
+                    **arguments,
+                )
+        finally:
+            body.release()  # sent (retries included) or failed: its memory goes back to the system now
         part: CompletedPartTypeDef = {"PartNumber": number, "ETag": response["ETag"]}
         if "ChecksumSHA256" in response:
             part["ChecksumSHA256"] = response["ChecksumSHA256"]
@@ -701,13 +710,89 @@ class _ObjectReader(io.RawIOBase):
                 super().close()
 
 
-def _body(part: bytearray) -> bytes:
-    """A part as the request body, uncopied.
+class _Part:
+    """One part's bytes: in a ``bytearray`` up to one chunk, in an anonymous memory map beyond.
 
-    botocore sends a ``bytearray`` as it does ``bytes`` (its parameter validation accepts both); only
-    the type stubs say ``bytes``.
+    A map goes back to the system the moment it is released. A whole part in a ``bytearray`` does
+    not: glibc raises its mmap threshold to the size of the largest block freed (up to 32 MiB), so
+    once the first 8 MiB part is freed every later one comes from the heap arena of the thread that
+    read it, and each arena keeps what it held at its peak. Measured on a migration of 4 x 128 MiB
+    objects to SeaweedFS with 4 workers (benchmark scenario 7), the peak resident memory grew by
+    122 MiB with ``bytearray`` parts and by 46 MiB with maps; parts of 8 MiB, 4 held at once.
     """
-    return cast(bytes, part)
+
+    __slots__ = ("_data", "size")
+
+    def __init__(self, data: bytearray | mmap.mmap, size: int) -> None:
+        self._data = data
+        #: Bytes of the part (a map may be larger: only the last part is shorter than its map).
+        self.size = size
+
+    def __len__(self) -> int:
+        return self.size
+
+    def body(self) -> bytes | BinaryIO:
+        """The part as a request body, uncopied: the ``bytearray``, or a read-only file over the map.
+
+        botocore sends a ``bytearray`` as it does ``bytes`` (its parameter validation accepts both);
+        only the type stubs say ``bytes``.
+        """
+        if isinstance(self._data, bytearray):
+            return cast(bytes, self._data)
+        return cast(BinaryIO, _MappedBody(self._data, self.size))
+
+    def release(self) -> None:
+        """Return a map's memory to the system; the part must not be read afterwards."""
+        if isinstance(self._data, mmap.mmap):
+            self._data.close()
+
+
+class _MappedBody(io.RawIOBase):
+    """The first ``size`` bytes of a map as a seekable read-only file: a part as botocore sends it.
+
+    botocore learns the length from ``len()``, hashes the body and rewinds it (``seek``/``tell``),
+    and on a retry seeks back to the start. It reads in chunks of 1 MiB (for the checksum and the
+    signature); each ``read(n)`` returns at most :data:`_BODY_READ` bytes, which its loops accept, so
+    the copies it makes stay below the allocator's mmap threshold and are reused, not kept: with
+    whole 1 MiB reads the 4 upload threads of a 1 GiB upload held 12 MiB more.
+    """
+
+    def __init__(self, data: mmap.mmap, size: int) -> None:
+        super().__init__()
+        self._data = data
+        self._size = size
+        self._position = 0
+
+    def __len__(self) -> int:
+        return self._size
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def read(self, size: int | None = -1, /) -> bytes:
+        wanted = self._size if size is None or size < 0 else min(size, _BODY_READ)  # all: one copy
+        end = min(self._size, self._position + wanted)
+        start, self._position = self._position, max(end, self._position)
+        return self._data[start:end]
+
+    def readinto(self, buffer: WriteableBuffer, /) -> int:
+        with memoryview(buffer) as view, view.cast("B") as target:
+            data = self.read(len(target))
+            target[: len(data)] = data
+        return len(data)
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET, /) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: self._size}[whence]
+        if base + offset < 0:
+            raise ValueError(f"negative seek position {base + offset}")
+        self._position = base + offset
+        return self._position
+
+    def tell(self) -> int:
+        return self._position
 
 
 class _PartReader:
@@ -726,31 +811,33 @@ class _PartReader:
         self._part_size = part_size
         self._excess = memoryview(b"")
 
-    def read_part(self) -> bytearray:
+    def read_part(self) -> _Part:
         """The next part; empty at the end of the stream."""
         size = self._part_size
         head = bytearray()
         while len(head) < min(size, DEFAULT_CHUNK_SIZE):
             chunk = self._read(min(size, DEFAULT_CHUNK_SIZE) - len(head))
             if not chunk:
-                return head
+                return _Part(head, len(head))
             head += chunk
-        part = bytearray(size)
-        part[: len(head)] = head
-        filled = len(head)
-        del head
-        view = memoryview(part)
+        if len(head) == size:
+            return _Part(head, size)
+        part = mmap.mmap(-1, size)  # pages the last part leaves untouched are never resident
         try:
-            while filled < size:
-                chunk = self._read(min(size - filled, DEFAULT_CHUNK_SIZE))
-                if not chunk:
-                    break
-                view[filled : filled + len(chunk)] = chunk
-                filled += len(chunk)
-        finally:
-            view.release()
-        del part[filled:]  # in place: the last part shrinks without a copy
-        return part
+            with memoryview(part) as view:
+                view[: len(head)] = head
+                filled = len(head)
+                del head
+                while filled < size:
+                    chunk = self._read(min(size - filled, DEFAULT_CHUNK_SIZE))
+                    if not chunk:
+                        break
+                    view[filled : filled + len(chunk)] = chunk
+                    filled += len(chunk)
+        except BaseException:
+            part.close()
+            raise
+        return _Part(part, filled)
 
     def _read(self, limit: int) -> bytes | memoryview:
         """Up to ``limit`` bytes: the excess of an earlier over-long read first, then the stream's."""
