@@ -73,3 +73,33 @@ def clean_plugin_env(monkeypatch: pytest.MonkeyPatch) -> None:
     """No operator variables (strict mode, disabled plugins) leak in from the environment."""
     monkeypatch.delenv("GRANITE_STORAGE_STRICT_PLUGINS", raising=False)
     monkeypatch.delenv("GRANITE_STORAGE_DISABLE_PLUGINS", raising=False)
+
+
+#: Set by CI, where a missing libmagic must fail the content-rule tests instead of skipping them.
+REQUIRE_LIBMAGIC_ENV = "GRANITE_TEST_REQUIRE_LIBMAGIC"
+
+
+def skip_without_libmagic() -> None:
+    """Skip the calling test where content cannot be sniffed (python-magic or libmagic missing).
+
+    Content rules (``allowed_types``) read types with the system's libmagic, which pip cannot install.
+    With ``GRANITE_TEST_REQUIRE_LIBMAGIC=1`` (CI) a missing libmagic fails instead.
+    """
+    from granite_storage._sniffing import require_sniffer
+    from granite_storage.errors import ConfigurationError
+
+    try:
+        require_sniffer()
+    except ConfigurationError as exc:
+        if os.environ.get(REQUIRE_LIBMAGIC_ENV) == "1":
+            pytest.fail(f"{REQUIRE_LIBMAGIC_ENV}=1, but {exc}")
+        pytest.skip(
+            f"libmagic is not usable here ({exc}); "
+            "Debian: apt install libmagic1, macOS: brew install libmagic"
+        )
+
+
+@pytest.fixture
+def libmagic() -> None:
+    """Skip a test that needs libmagic where it is missing (see :func:`skip_without_libmagic`)."""
+    skip_without_libmagic()

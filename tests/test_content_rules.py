@@ -26,6 +26,9 @@ from granite_storage_local import LocalStorageBackend
 from .conftest import files_under
 from .samples import DOCX, HTML, SVG, TEXT, docx, gif, jpeg, mp4, pdf, png, webp, zip_archive
 
+# Content rules read types with libmagic, which pip cannot install: skipped where it is missing.
+pytestmark = pytest.mark.usefixtures("libmagic")
+
 IMAGES = ["image/jpeg", "image/png"]
 
 

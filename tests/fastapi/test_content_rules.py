@@ -17,6 +17,9 @@ from ..samples import HTML, jpeg, png
 from .conftest import serve
 from .service import Service, build_service
 
+# Content rules read types with libmagic, which pip cannot install: skipped where it is missing.
+pytestmark = pytest.mark.usefixtures("libmagic")
+
 
 @pytest.fixture
 def service(local_backend: LocalStorageBackend, empty_host: PluginHost) -> Service:
