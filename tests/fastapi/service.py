@@ -73,6 +73,8 @@ class Service:
     app: FastAPI
     refs: dict[str, StoredObjectRef] = field(default_factory=dict)
     gates: list[GatedFile] = field(default_factory=list)
+    #: Names of the raw-body uploads whose handler has ended, stored or not.
+    bodies_done: set[str] = field(default_factory=set)
 
 
 def build_service(manager: StorageManager) -> Service:
@@ -103,9 +105,12 @@ def build_service(manager: StorageManager) -> Service:
 
     @app.put("/bodies/{name}", status_code=201)
     async def body(name: str, request: Request, manager: StorageManagerDep) -> dict[str, Any]:
-        service.refs[name] = ref = await store_request_body(
-            manager, request, filename=f"{name}.bin", **key(name)
-        )
+        try:
+            service.refs[name] = ref = await store_request_body(
+                manager, request, filename=f"{name}.bin", **key(name)
+            )
+        finally:
+            service.bodies_done.add(name)
         return ref.to_dict()
 
     @app.api_route("/objects/{name}", methods=["GET", "HEAD"])

@@ -157,9 +157,18 @@ def http_proxy(service: Service) -> Iterator[tuple[str, FaultProxy]]:
             yield url, proxy
 
 
-def settle(root: Path) -> None:
-    """Wait until the server has finished with a request whose connection was reset."""
+def settle(root: Path, service: Service | None = None, name: str | None = None) -> None:
+    """Wait until the server has finished with a request whose connection was reset.
+
+    With ``service`` and ``name``, first until the upload's handler has ended: under load the server
+    may not even have opened its temporary file when the client sees the reset, and a check for
+    temporary files made before then would pass by luck. Then until no temporary file is left.
+    """
     waiting = threading.Event()
+    for _ in range(SETTLE_SECONDS * 100):
+        if service is None or name is None or name in service.bodies_done:
+            break
+        waiting.wait(0.01)
     for _ in range(SETTLE_SECONDS * 100):
         if not local_temp_files(root):
             return
@@ -185,7 +194,8 @@ def test_http_upload_reset_mid_body_leaves_no_partial_object_and_no_temp_file(
                 assert response.status_code == 201
         assert fault.fired.is_set()
         proxy.disarm()
-        settle(root)
+        settle(root, service, f"trial{trial}")
+        assert f"trial{trial}" in service.bodies_done, "the server never ended the reset upload's handler"
         assert local_temp_files(root) == [], "a reset upload's temporary file was left behind"
         assert_only_complete_objects(local_manager.backend("local"), {digest(HTTP_CONTENT)})
         assert all(local_manager.verify(ref) for ref in service.refs.values())
